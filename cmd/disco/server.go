@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/discotech/disco/config"
+	"github.com/discotech/disco/server"
+)
+
+func newServerCmd(g *globals) *cobra.Command {
+	cfg := server.DefaultConfig()
+	cfg.DataDir = defaultDataDir("server")
+	var file string
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a registry server (raft-replicated catalog, HTTP API, health checks)",
+		Long: `Run a registry server. A data dir with no raft state is bootstrapped as a
+one-server cluster; an acknowledged write is on disk (fsynced raft log) before
+the API answers.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := loadConfig(cmd, &file, &cfg); err != nil {
+				return err
+			}
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			return runServer(cmd.Context(), cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&file, "config", "", "YAML config file; keys are the flag names")
+	serverFlags(f, &cfg)
+	f.StringVar(&cfg.Raft, "raft", cfg.Raft, "address raft listens on for peers")
+	f.IntVar(&cfg.RaftMultiplier, "raft-multiplier", cfg.RaftMultiplier, "scale raft timers (200ms × this): 1 on one machine, 5 across a network")
+	return cmd
+}
+
+// serverFlags binds the flags disco server and disco dev share.
+func serverFlags(f *pflag.FlagSet, cfg *server.Config) {
+	f.StringVar(&cfg.HTTP, "http", cfg.HTTP, "address of the HTTP API, UI and metrics")
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "directory for the raft log, snapshots and node id")
+	f.DurationVar(&cfg.TTLDeregisterAfter, "ttl-deregister-after", cfg.TTLDeregisterAfter, "remove TTL instances critical this long, unless they set deregister_after (0: never)")
+	f.DurationVar(&cfg.WatchProgress, "watch-progress", cfg.WatchProgress, "progress line interval on idle watch streams")
+	f.IntVar(&cfg.CheckConcurrency, "check-concurrency", cfg.CheckConcurrency, "health checks running at once, at most")
+	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", cfg.MaxBodyBytes, "largest request body accepted")
+}
+
+// loadConfig resolves the config file (--config or DISCO_CONFIG) and loads
+// file, environment and flags into cfg.
+func loadConfig(cmd *cobra.Command, file *string, cfg any) error {
+	if *file == "" {
+		*file = os.Getenv(config.EnvName("config"))
+	}
+	return config.Load(cmd.Flags(), *file, cfg)
+}
+
+func runServer(ctx context.Context, cfg server.Config) error {
+	srv, err := server.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	return srv.ListenAndServe(ctx)
+}
+
+// defaultDataDir is /var/lib/disco/<role> for root and
+// ~/.local/share/disco/<role> for everyone else.
+func defaultDataDir(role string) string {
+	if os.Geteuid() == 0 {
+		return filepath.Join("/var/lib/disco", role)
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "share", "disco", role)
+	}
+	return fmt.Sprintf("disco-%s-data", role)
+}

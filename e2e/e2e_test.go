@@ -1,0 +1,314 @@
+// Package e2e tests the built disco binary from the outside, the way users
+// and scripts run it: real processes, real ports, real signals.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/discotech/disco/catalog"
+	"github.com/discotech/disco/client"
+)
+
+// disco is the binary under test, built once by TestMain.
+var disco string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "disco-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	disco = filepath.Join(dir, "disco")
+	build := exec.Command("go", "build", "-o", disco, "github.com/discotech/disco/cmd/disco")
+	build.Stdout, build.Stderr = os.Stdout, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build disco:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// freePort returns a loopback address nothing listens on right now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// proc is a running disco process.
+type proc struct {
+	cmd    *exec.Cmd
+	stderr *bytes.Buffer
+	done   chan struct{}
+}
+
+// run starts disco with args, stopped (SIGKILL) at the end of the test.
+func run(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(disco, args...), stderr: &bytes.Buffer{}, done: make(chan struct{})}
+	p.cmd.Stderr = p.stderr
+	p.cmd.Stdout = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("disco %s output:\n%s", strings.Join(args, " "), p.stderr)
+		}
+	})
+	return p
+}
+
+func (p *proc) kill9(t *testing.T) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-p.done
+}
+
+// waitReady polls /readyz until it answers 200.
+func waitReady(t *testing.T, addr string, p *proc) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("disco exited before it was ready:\n%s", p.stderr)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready after 30s (last error %v)", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func startServer(t *testing.T, dataDir, httpAddr, raftAddr string) *proc {
+	p := run(t, "server", "--data-dir", dataDir, "--http", httpAddr, "--raft", raftAddr, "--raft-multiplier", "1")
+	waitReady(t, httpAddr, p)
+	return p
+}
+
+// TestAcknowledgedWritesSurviveKill9 registers instances, kills the server
+// with SIGKILL right after the last acknowledgement, and checks that a
+// restarted server has every one of them.
+func TestAcknowledgedWritesSurviveKill9(t *testing.T) {
+	dataDir := t.TempDir()
+	httpAddr, raftAddr := freePort(t), freePort(t)
+	p := startServer(t, dataDir, httpAddr, raftAddr)
+	c, err := client.New(httpAddr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const n = 200
+	want := map[string]*catalog.Instance{}
+	for i := range n {
+		w := i % 10
+		in, err := c.Register(ctx, "web", fmt.Sprintf("w%d", i), catalog.Registration{
+			Address: fmt.Sprintf("10.0.%d.%d", i/250, i%250+1), Port: 8000 + i,
+			Tags: []string{"v1"}, Meta: map[string]string{"n": fmt.Sprint(i)}, Weight: &w,
+			TTL: catalog.Duration(time.Minute),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[in.ID] = in
+	}
+	// Removals must survive too.
+	if err := c.Deregister(ctx, "web", "w0"); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, "w0")
+	p.kill9(t)
+
+	startServer(t, dataDir, httpAddr, raftAddr)
+	got, _, err := c.Instances(ctx, "web", client.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("after kill -9 and restart: %d instances, want %d", len(got), len(want))
+	}
+	for _, in := range got {
+		w := want[in.ID]
+		if w == nil {
+			t.Errorf("unexpected instance %s", in.ID)
+			continue
+		}
+		if in.Address != w.Address || in.Port != w.Port || in.Weight != w.Weight || in.Meta["n"] != w.Meta["n"] ||
+			in.ModifyIndex != w.ModifyIndex || in.Status != catalog.Passing {
+			t.Errorf("instance %s changed across the restart:\n got  %+v\n want %+v", in.ID, in, w)
+		}
+	}
+	// The restarted server keeps accepting writes, at later indexes.
+	in, err := c.Register(ctx, "web", "after", catalog.Registration{Address: "10.9.9.9", Port: 80})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.CreateIndex <= want["w1"].ModifyIndex {
+		t.Errorf("new write got index %d, not after the restored ones", in.CreateIndex)
+	}
+}
+
+// TestCLIAgainstServer runs the client commands against disco dev, as the
+// README shows them.
+func TestCLIAgainstServer(t *testing.T) {
+	httpAddr := freePort(t)
+	p := run(t, "dev", "--http", httpAddr)
+	waitReady(t, httpAddr, p)
+	cli := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(disco, append([]string{"--server", httpAddr}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("disco %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+
+	// disco watch prints changes as they happen.
+	watch := exec.Command(disco, "--server", httpAddr, "watch", "web")
+	watched := &lockedBuffer{}
+	watch.Stdout = watched
+	if err := watch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Process.Kill()
+
+	out := cli("register", "web", "10.0.1.5:8080", "--tag", "v1", "--meta", "version=2.1.0")
+	if !strings.Contains(out, "registered web/web-10-0-1-5-8080 at 10.0.1.5:8080 (passing)") {
+		t.Errorf("register printed %q", out)
+	}
+	cli("register", "web", "10.0.1.6:8080", "--id", "w2", "--weight", "0", "--ttl", "30s", "--once")
+	out = cli("services")
+	if !strings.Contains(out, "web") || !strings.Contains(out, "2  ") {
+		t.Errorf("services printed %q", out)
+	}
+	out = cli("instances", "web", "--tag", "v1")
+	if !strings.Contains(out, "web-10-0-1-5-8080") || strings.Contains(out, "w2") {
+		t.Errorf("instances --tag v1 printed %q", out)
+	}
+	out = cli("deregister", "web", "w2")
+	if !strings.Contains(out, "deregistered web/w2") {
+		t.Errorf("deregister printed %q", out)
+	}
+	// A bad registration is refused with the server's explanation.
+	bad, err := exec.Command(disco, "--server", httpAddr, "register", "Web", "10.0.1.5:8080").CombinedOutput()
+	if err == nil || !strings.Contains(string(bad), `service: "Web" has upper-case letters`) {
+		t.Errorf("bad register: err %v, output %q", err, bad)
+	}
+
+	waitUntil(t, "disco watch to print the deregistration", func() bool { return strings.Contains(watched.String(), "delete   web/w2") })
+	for _, line := range []string{"snapshot web: 0 instances", "synced", "put      web/web-10-0-1-5-8080 10.0.1.5:8080 passing", "put      web/w2 10.0.1.6:8080 passing weight=0"} {
+		if !strings.Contains(watched.String(), line) {
+			t.Errorf("disco watch output lacks %q:\n%s", line, watched.String())
+		}
+	}
+}
+
+// TestRegisterKeepsHeartbeatingAndDeregistersOnSignal runs disco register
+// with a TTL in the foreground, checks the instance stays passing across
+// several TTLs, then interrupts it and checks it deregistered.
+func TestRegisterKeepsHeartbeatingAndDeregistersOnSignal(t *testing.T) {
+	httpAddr := freePort(t)
+	p := run(t, "dev", "--http", httpAddr)
+	waitReady(t, httpAddr, p)
+	reg := run(t, "--server", httpAddr, "register", "web", "10.0.1.5:8080", "--id", "w1", "--ttl", "5s")
+	c, _ := client.New(httpAddr, nil)
+	ctx := context.Background()
+	var first *catalog.Instance
+	waitUntil(t, "the instance to be passing", func() bool {
+		in, err := c.Instance(ctx, "web", "w1")
+		first = in
+		return err == nil && in.Status == catalog.Passing
+	})
+	// Heartbeats arrive (the server counts them) and the status never moves.
+	waitUntil(t, "three heartbeats", func() bool { return metric(t, httpAddr, `disco_lease_heartbeats_total{result="renewed"}`) >= 3 })
+	if in, err := c.Instance(ctx, "web", "w1"); err != nil || in.Status != catalog.Passing || in.ModifyIndex != first.ModifyIndex {
+		t.Fatalf("after three heartbeats: %+v %v; want passing at unchanged index %d", in, err, first.ModifyIndex)
+	}
+	reg.cmd.Process.Signal(os.Interrupt)
+	<-reg.done
+	if _, err := c.Instance(ctx, "web", "w1"); err == nil {
+		t.Error("instance still registered after disco register was interrupted")
+	}
+}
+
+// waitUntil polls cond until it holds, failing after 30s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// metric reads one sample from the server's /metrics, 0 when absent.
+func metric(t *testing.T, addr, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	return 0
+}
+
+// lockedBuffer is a bytes.Buffer a process writes while the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
