@@ -170,6 +170,22 @@ func (c *Client) Heartbeat(ctx context.Context, service, id string) error {
 	return err
 }
 
+// Heartbeats renews the TTLs of many instances in one request; keys are
+// "service/id" (catalog.Key). It returns the keys the server does not know,
+// which must be registered again.
+func (c *Client) Heartbeats(ctx context.Context, keys []string) (unknown []string, err error) {
+	var out struct {
+		Unknown []string `json:"unknown"`
+	}
+	body := struct {
+		Instances []string `json:"instances"`
+	}{keys}
+	if _, err := c.do(ctx, http.MethodPut, "/v1/heartbeats", nil, body, &out); err != nil {
+		return nil, err
+	}
+	return out.Unknown, nil
+}
+
 // Instance returns one instance.
 func (c *Client) Instance(ctx context.Context, service, id string) (*catalog.Instance, error) {
 	var out catalog.Instance

@@ -24,19 +24,23 @@ const (
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("PUT /v1/services/{service}/instances/{id}", s.handleRegister)
-	mux.HandleFunc("DELETE /v1/services/{service}/instances/{id}", s.handleDeregister)
-	mux.HandleFunc("PUT /v1/services/{service}/instances/{id}/heartbeat", s.handleHeartbeat)
-	mux.HandleFunc("GET /v1/services/{service}/instances/{id}", s.handleInstance)
-	mux.HandleFunc("GET /v1/services", s.handleServices)
-	mux.HandleFunc("GET /v1/services/{service}", s.handleService)
-	mux.HandleFunc("GET /v1/watch", s.handleWatch)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+	handle := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.measure(pattern, h)) }
+	handle("PUT /v1/services/{service}/instances/{id}", s.handleRegister)
+	handle("DELETE /v1/services/{service}/instances/{id}", s.handleDeregister)
+	handle("PUT /v1/services/{service}/instances/{id}/heartbeat", s.handleHeartbeat)
+	handle("PUT /v1/heartbeats", s.handleHeartbeats)
+	handle("GET /v1/services/{service}/instances/{id}", s.handleInstance)
+	handle("GET /v1/services", s.handleServices)
+	handle("GET /v1/services/{service}", s.handleService)
+	handle("GET /v1/watch", s.handleWatch)
+	handle("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		s.writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	mux.HandleFunc("GET /readyz", s.handleReady)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}))
-	return s.instrument(mux)
+	handle("GET /readyz", s.handleReady)
+	mux.Handle("GET /metrics", s.measure("GET /metrics", promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}).ServeHTTP))
+	// Whatever no route takes lands here, for a JSON 404 or 405.
+	mux.Handle("/", s.measure("unmatched", func(w http.ResponseWriter, r *http.Request) { s.unmatched(mux, w, r) }))
+	return mux
 }
 
 // names reads and validates the {service} and {id} path values.
@@ -127,7 +131,7 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request) {
 		s.heartbeatMiss(w, r, service, id)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonType
 	w.Write(body)
 }
 
@@ -149,6 +153,45 @@ func (s *Server) heartbeatMiss(w http.ResponseWriter, r *http.Request, service, 
 		// possible right after a leader change. Ask the client to retry.
 		s.writeError(w, r, registry.ErrNotLeader)
 	}
+}
+
+// heartbeatsRequest renews many leases in one request: what a node agent or
+// a process hosting many instances sends instead of one request each.
+type heartbeatsRequest struct {
+	// Instances are "service/id" keys.
+	Instances []string `json:"instances"`
+}
+
+// heartbeatsResponse counts the outcomes and lists the instances the server
+// does not know (or that have no TTL): register those again.
+type heartbeatsResponse struct {
+	Renewed int      `json:"renewed"`
+	Revived int      `json:"revived"`
+	Unknown []string `json:"unknown"`
+}
+
+func (s *Server) handleHeartbeats(w http.ResponseWriter, r *http.Request) {
+	var req heartbeatsRequest
+	if err := decodeBody(w, r, s.cfg.MaxBodyBytes, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if !s.duties.isLeader() {
+		s.writeError(w, r, registry.ErrNotLeader)
+		return
+	}
+	resp := heartbeatsResponse{Unknown: []string{}}
+	for _, key := range req.Instances {
+		switch s.duties.heartbeat(key) {
+		case lease.Renewed:
+			resp.Renewed++
+		case lease.Revived:
+			resp.Revived++
+		default:
+			resp.Unknown = append(resp.Unknown, key)
+		}
+	}
+	s.writeJSON(w, http.StatusOK, resp)
 }
 
 func (s *Server) handleInstance(w http.ResponseWriter, r *http.Request) {
@@ -248,7 +291,7 @@ func (s *Server) handleServices(w http.ResponseWriter, r *http.Request) {
 	}
 	s.block(r, "", o)
 	services, index := s.store.State().Services()
-	w.Header().Set("X-Disco-Index", strconv.FormatUint(index, 10))
+	w.Header()["X-Disco-Index"] = []string{strconv.FormatUint(index, 10)}
 	s.writeJSON(w, http.StatusOK, servicesResponse{Index: index, Services: services})
 }
 
@@ -286,7 +329,7 @@ func (s *Server) handleService(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, s.duties.withVitals(in))
 	}
-	w.Header().Set("X-Disco-Index", strconv.FormatUint(index, 10))
+	w.Header()["X-Disco-Index"] = []string{strconv.FormatUint(index, 10)}
 	s.writeJSON(w, http.StatusOK, serviceResponse{Index: index, Instances: out})
 }
 

@@ -10,7 +10,10 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/discotech/disco/catalog"
 	"github.com/discotech/disco/registry"
@@ -102,7 +105,7 @@ func (s *Server) writeJSON(w http.ResponseWriter, status int, v any) {
 		buf.Reset()
 		buf.WriteString(`{"error":"server: encode response failed"}` + "\n")
 	}
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonType
 	w.WriteHeader(status)
 	w.Write(buf.Bytes())
 }
@@ -134,64 +137,65 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	s.writeJSON(w, status, map[string]string{"error": err.Error()})
 }
 
-// instrument counts and times every request by route pattern, and turns the
-// mux's plain-text 404 and 405 answers into the API's JSON errors.
-func (s *Server) instrument(mux *http.ServeMux) http.Handler {
+// measure wraps the handler of one route with its metrics, resolved once
+// here rather than by label on every request.
+func (s *Server) measure(route string, h http.HandlerFunc) http.Handler {
+	latency := s.metrics.latency.WithLabelValues(route)
+	var codes sync.Map // int → prometheus.Counter
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, r: r, status: http.StatusOK}
-		mux.ServeHTTP(sw, r) // sets r.Pattern and the path values
-		pattern := r.Pattern
-		if sw.intercepted {
-			pattern = "unmatched"
-			s.writeError(w, r, s.unmatchedError(r, sw.status, w.Header().Get("Allow")))
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h(sw, r)
+		c, ok := codes.Load(sw.status)
+		if !ok {
+			c, _ = codes.LoadOrStore(sw.status, s.metrics.requests.WithLabelValues(route, strconv.Itoa(sw.status)))
 		}
-		s.metrics.requests.WithLabelValues(pattern, strconv.Itoa(sw.status)).Inc()
-		s.metrics.latency.WithLabelValues(pattern).Observe(time.Since(start).Seconds())
+		c.(prometheus.Counter).Inc()
+		latency.Observe(time.Since(start).Seconds())
 	})
 }
 
-// unmatchedError explains why no route took r.
-func (s *Server) unmatchedError(r *http.Request, status int, allow string) error {
-	switch status {
-	case http.StatusMethodNotAllowed:
-		return &apiError{status: status, reason: "method", msg: fmt.Sprintf("method %s is not allowed on %s; use %s", r.Method, r.URL.Path, allow)}
-	case http.StatusNotFound:
-		return &apiError{status: status, reason: "no_route", msg: fmt.Sprintf("no API endpoint at %s; see docs/api.md", r.URL.Path)}
+// unmatched answers a request no route took: 405 with Allow when the path
+// exists for other methods, else 404.
+func (s *Server) unmatched(mux *http.ServeMux, w http.ResponseWriter, r *http.Request) {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPut, http.MethodPost, http.MethodDelete} {
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, pattern := mux.Handler(probe); pattern != "/" && pattern != "" {
+			allow = append(allow, m)
+		}
 	}
-	return &apiError{status: status, reason: "bad_request", msg: fmt.Sprintf("cannot serve %s %s", r.Method, r.URL.Path)}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
+		s.writeError(w, r, &apiError{status: http.StatusMethodNotAllowed, reason: "method",
+			msg: fmt.Sprintf("method %s is not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allow, ", "))})
+		return
+	}
+	s.writeError(w, r, &apiError{status: http.StatusNotFound, reason: "no_route",
+		msg: fmt.Sprintf("no API endpoint at %s; see docs/api.md", r.URL.Path)})
 }
 
-// statusWriter records the status of a response. When the mux itself
-// answers an error (no route matched), it swallows that plain-text answer so
-// instrument can write the JSON one instead.
+// jsonType is the Content-Type of every JSON answer, set without the
+// canonicalising Header.Set on hot paths.
+var jsonType = []string{"application/json"}
+
+// statusWriter records the status of a response for the metrics.
 type statusWriter struct {
 	http.ResponseWriter
-	r           *http.Request
-	status      int
-	wrote       bool
-	intercepted bool
+	status int
+	wrote  bool
 }
 
 func (w *statusWriter) WriteHeader(status int) {
-	if w.wrote {
-		return
-	}
-	w.status, w.wrote = status, true
-	if status >= 400 && w.r.Pattern == "" {
-		w.intercepted = true
-		return
+	if !w.wrote {
+		w.status, w.wrote = status, true
 	}
 	w.ResponseWriter.WriteHeader(status)
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
-	if !w.wrote {
-		w.WriteHeader(http.StatusOK)
-	}
-	if w.intercepted {
-		return len(b), nil
-	}
+	w.wrote = true
 	return w.ResponseWriter.Write(b)
 }
 

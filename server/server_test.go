@@ -29,7 +29,7 @@ var epoch = time.Date(2000, 1, 1, 0, 1, 0, 0, time.UTC)
 // start opens a one-node server in a temp dir with raft in memory and waits
 // until it leads. Inside a synctest bubble it also moves virtual time to
 // epoch.
-func start(t *testing.T, tweak ...func(*Config)) *Server {
+func start(t testing.TB, tweak ...func(*Config)) *Server {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.DataDir = t.TempDir()
@@ -56,7 +56,7 @@ func start(t *testing.T, tweak ...func(*Config)) *Server {
 
 // waitFor polls cond until it holds, failing after a deadline. In a
 // synctest bubble the deadline is virtual time.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -44,11 +43,9 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Disco-Index", strconv.FormatUint(s.store.State().Index(), 10))
 	w.WriteHeader(http.StatusOK)
-	st := &stream{
-		rc:  http.NewResponseController(w),
-		buf: bufio.NewWriterSize(w, 8<<10),
-	}
-	st.enc = json.NewEncoder(st.buf)
+	// net/http already buffers the response; encoding straight into it keeps
+	// an idle stream down to what the connection itself costs.
+	st := &stream{rc: http.NewResponseController(w), enc: json.NewEncoder(w)}
 	st.enc.SetEscapeHTML(false)
 	if err := s.stream(r, st, service, from); err != nil {
 		s.log.Debug("watch stream ended", "service", service, "err", err)
@@ -57,19 +54,13 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 
 type stream struct {
 	rc  *http.ResponseController
-	buf *bufio.Writer
 	enc *json.Encoder
 }
 
 func (st *stream) send(e catalog.WatchEvent) error { return st.enc.Encode(&e) }
 
 // flush pushes what is buffered to the client.
-func (st *stream) flush() error {
-	if err := st.buf.Flush(); err != nil {
-		return err
-	}
-	return st.rc.Flush()
-}
+func (st *stream) flush() error { return st.rc.Flush() }
 
 func (s *Server) stream(r *http.Request, st *stream, service string, from uint64) error {
 	state := s.store.State()
