@@ -88,10 +88,7 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if in.TTL != 0 {
-		// A registration is also a heartbeat: it revives an expired lease.
-		s.duties.heartbeat(in.Key())
-	}
+	s.duties.registered(in.Key(), in.TTL != 0)
 	stored, _ := s.store.State().Instance(service, id)
 	s.writeJSON(w, http.StatusOK, registerResponse{Index: index, Instance: s.duties.withVitals(stored)})
 }

@@ -166,6 +166,17 @@ func (d *duties) heartbeat(key string) lease.Renewal {
 	return r
 }
 
+// registered follows a successful registration of key: it renews the lease
+// (a registration is also a heartbeat) and has the reconciler look at the
+// instance again, since a replacement can change what its status should be
+// (a new TTL, a check added or removed) while keeping the old status.
+func (d *duties) registered(key string, ttl bool) {
+	if ttl {
+		d.leases.Renew(key)
+	}
+	d.mark(statusQueue, key)
+}
+
 // withVitals returns in with the figures of its last vitals check, which
 // live in the leader's memory, not in the catalog.
 func (d *duties) withVitals(in *catalog.Instance) *catalog.Instance {
@@ -291,6 +302,10 @@ func (d *duties) statusChanges(keys map[string]bool) []registry.StatusChange {
 func (d *duties) verdict(in *catalog.Instance) (status catalog.Status, output string, known bool) {
 	key := in.Key()
 	status = catalog.Passing
+	if in.TTL == 0 && in.Check == nil {
+		// Nothing watches it: it is as healthy as it was registered.
+		return catalog.Passing, "registered", true
+	}
 	if in.TTL > 0 {
 		if expired, ok := d.leases.Expired(key); ok {
 			known = true

@@ -73,6 +73,35 @@ func TestReRegistrationRevivesAnExpiredLease(t *testing.T) {
 	})
 }
 
+// TestReplacementResolvesStatus: a replacement keeps the stored status, so
+// the leader must look again at what the new registration implies.
+func TestReplacementResolvesStatus(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := start(t)
+		mustCall(t, s, 200, "PUT", "/v1/services/web/instances/w1", `{"address":"10.0.0.1","port":80,"ttl":"5s"}`)
+		time.Sleep(6 * time.Second)
+		synctest.Wait()
+		if got := status(t, s, "web", "w1"); got != catalog.Critical {
+			t.Fatalf("after the TTL: %s, want critical", got)
+		}
+		// A different TTL: a fresh lease, so passing.
+		mustCall(t, s, 200, "PUT", "/v1/services/web/instances/w1", `{"address":"10.0.0.1","port":80,"ttl":"20s"}`)
+		synctest.Wait()
+		if got := status(t, s, "web", "w1"); got != catalog.Passing {
+			t.Fatalf("re-registered with another TTL: %s, want passing", got)
+		}
+		time.Sleep(21 * time.Second)
+		synctest.Wait()
+		// No TTL and no check any more: nothing can make it critical, so
+		// it is passing, as a new registration would be.
+		mustCall(t, s, 200, "PUT", "/v1/services/web/instances/w1", `{"address":"10.0.0.1","port":80}`)
+		synctest.Wait()
+		if got := status(t, s, "web", "w1"); got != catalog.Passing {
+			t.Fatalf("re-registered without TTL or check: %s, want passing", got)
+		}
+	})
+}
+
 func TestDeregisterAfterReapsOnTime(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s := start(t)
