@@ -1,7 +1,10 @@
 package registry
 
 import (
+	"bytes"
+	"encoding/json"
 	"sort"
+	"sync"
 
 	"github.com/discotech/disco/catalog"
 )
@@ -29,6 +32,50 @@ type Event struct {
 	Instance *catalog.Instance
 	// Prev is the instance a Put replaced; nil for a new instance.
 	Prev *catalog.Instance
+
+	// line holds the event's wire encoding, made once however many
+	// watchers send it.
+	line *line
+}
+
+type line struct {
+	once sync.Once
+	b    []byte
+}
+
+func newEvent(t EventType, index uint64, in, prev *catalog.Instance) Event {
+	return Event{Type: t, Index: index, Service: in.Service, ID: in.ID, Instance: in, Prev: prev, line: new(line)}
+}
+
+// Wire is the event as the watch protocol sends it.
+func (e *Event) Wire() catalog.WatchEvent {
+	if e.Type == Delete {
+		return catalog.WatchEvent{Type: catalog.WatchDelete, Index: e.Index, Service: e.Service, ID: e.ID}
+	}
+	return catalog.WatchEvent{Type: catalog.WatchPut, Index: e.Index, Service: e.Service, ID: e.ID, Instance: e.Instance}
+}
+
+// Line is Wire encoded as one line of JSON, newline included. It is encoded
+// on first use and shared: a write seen by a thousand watchers is encoded
+// once. The caller must not modify it.
+func (e *Event) Line() []byte {
+	if e.line == nil {
+		return encodeLine(e.Wire())
+	}
+	e.line.once.Do(func() { e.line.b = encodeLine(e.Wire()) })
+	return e.line.b
+}
+
+// encodeLine encodes v as the watch stream does: no HTML escaping, one line.
+func encodeLine(v catalog.WatchEvent) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(&v); err != nil {
+		// Every field of a WatchEvent encodes; this is a programming error.
+		panic("registry: encoding watch event: " + err.Error())
+	}
+	return b.Bytes()
 }
 
 // ring keeps the most recent events in index order, so a watcher that

@@ -308,7 +308,7 @@ func (s *State) put(index uint64, in *catalog.Instance) {
 	svc.instances[in.ID] = in
 	s.count(svc, in.Status, +1)
 	s.touch(svc, index)
-	s.pending = append(s.pending, Event{Type: Put, Index: index, Service: in.Service, ID: in.ID, Instance: in, Prev: old})
+	s.pending = append(s.pending, newEvent(Put, index, in, old))
 }
 
 func (s *State) remove(index uint64, in *catalog.Instance) {
@@ -318,7 +318,7 @@ func (s *State) remove(index uint64, in *catalog.Instance) {
 	s.touch(svc, index)
 	// The service stays, empty, as a tombstone: its index must keep growing
 	// for the blocking queries and watchers that hold it.
-	s.pending = append(s.pending, Event{Type: Delete, Index: index, Service: in.Service, ID: in.ID, Instance: in})
+	s.pending = append(s.pending, newEvent(Delete, index, in, nil))
 }
 
 func (s *State) touch(svc *service, index uint64) {

@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -45,7 +46,7 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	// net/http already buffers the response; encoding straight into it keeps
 	// an idle stream down to what the connection itself costs.
-	st := &stream{rc: http.NewResponseController(w), enc: json.NewEncoder(w)}
+	st := &stream{w: w, rc: http.NewResponseController(w), enc: json.NewEncoder(w)}
 	st.enc.SetEscapeHTML(false)
 	if err := s.stream(r, st, service, from); err != nil {
 		s.log.Debug("watch stream ended", "service", service, "err", err)
@@ -53,11 +54,30 @@ func (s *Server) handleWatch(w http.ResponseWriter, r *http.Request) {
 }
 
 type stream struct {
-	rc  *http.ResponseController
-	enc *json.Encoder
+	w        io.Writer
+	rc       *http.ResponseController
+	enc      *json.Encoder
+	deadline time.Time // the write deadline last set
 }
 
 func (st *stream) send(e catalog.WatchEvent) error { return st.enc.Encode(&e) }
+
+// sendEvent writes a change in the encoding every watcher of it shares.
+func (st *stream) sendEvent(e *registry.Event) error {
+	_, err := st.w.Write(e.Line())
+	return err
+}
+
+// armDeadline keeps the write deadline between 20 and 30 seconds away.
+// Refreshing it only when a third of it has gone spares a busy stream a
+// timer reset on every wake.
+func (st *stream) armDeadline(now time.Time) {
+	if st.deadline.Sub(now) > watchWriteTimeout*2/3 {
+		return
+	}
+	st.deadline = now.Add(watchWriteTimeout)
+	st.rc.SetWriteDeadline(st.deadline)
+}
 
 // flush pushes what is buffered to the client.
 func (st *stream) flush() error { return st.rc.Flush() }
@@ -77,7 +97,7 @@ func (s *Server) stream(r *http.Request, st *stream, service string, from uint64
 		resynced = true
 	}
 	for {
-		st.rc.SetWriteDeadline(time.Now().Add(watchWriteTimeout))
+		st.armDeadline(time.Now())
 		var ch <-chan struct{}
 		var ok bool
 		prev := cursor
@@ -105,7 +125,7 @@ func (s *Server) stream(r *http.Request, st *stream, service string, from uint64
 			continue
 		}
 		for i := range events {
-			if err := st.send(wireEvent(&events[i])); err != nil {
+			if err := st.sendEvent(&events[i]); err != nil {
 				return err
 			}
 		}
@@ -141,11 +161,4 @@ func (s *Server) sendSnapshot(st *stream, service string) (uint64, error) {
 		}
 	}
 	return index, nil
-}
-
-func wireEvent(e *registry.Event) catalog.WatchEvent {
-	if e.Type == registry.Delete {
-		return catalog.WatchEvent{Type: catalog.WatchDelete, Index: e.Index, Service: e.Service, ID: e.ID}
-	}
-	return catalog.WatchEvent{Type: catalog.WatchPut, Index: e.Index, Service: e.Service, ID: e.ID, Instance: e.Instance}
 }
