@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -113,8 +114,30 @@ func waitReady(t *testing.T, addr string, p *proc) {
 	}
 }
 
-func startServer(t *testing.T, dataDir, httpAddr, raftAddr string) *proc {
-	p := run(t, "server", "--data-dir", dataDir, "--http", httpAddr, "--raft", raftAddr, "--raft-multiplier", "1")
+// freeDNSPort returns a loopback address free on UDP and TCP alike.
+func freeDNSPort(t *testing.T) string {
+	t.Helper()
+	for range 10 {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("tcp", pc.LocalAddr().String())
+		pc.Close()
+		if err == nil {
+			l.Close()
+			return pc.LocalAddr().String()
+		}
+	}
+	t.Fatal("no loopback port free on both UDP and TCP")
+	return ""
+}
+
+func startServer(t *testing.T, dataDir, httpAddr, raftAddr string, args ...string) *proc {
+	if !slices.Contains(args, "--dns") {
+		args = append(args, "--dns", freeDNSPort(t))
+	}
+	p := run(t, append([]string{"server", "--data-dir", dataDir, "--http", httpAddr, "--raft", raftAddr, "--raft-multiplier", "1"}, args...)...)
 	waitReady(t, httpAddr, p)
 	return p
 }
@@ -185,7 +208,7 @@ func TestAcknowledgedWritesSurviveKill9(t *testing.T) {
 // README shows them.
 func TestCLIAgainstServer(t *testing.T) {
 	httpAddr := freePort(t)
-	p := run(t, "dev", "--http", httpAddr)
+	p := run(t, "dev", "--http", httpAddr, "--dns", freeDNSPort(t))
 	waitReady(t, httpAddr, p)
 	cli := func(args ...string) string {
 		t.Helper()
@@ -204,6 +227,7 @@ func TestCLIAgainstServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer watch.Process.Kill()
+	waitUntil(t, "disco watch to sync", func() bool { return strings.Contains(watched.String(), "synced") })
 
 	out := cli("register", "web", "10.0.1.5:8080", "--tag", "v1", "--meta", "version=2.1.0")
 	if !strings.Contains(out, "registered web/web-10-0-1-5-8080 at 10.0.1.5:8080 (passing)") {
@@ -241,7 +265,7 @@ func TestCLIAgainstServer(t *testing.T) {
 // several TTLs, then interrupts it and checks it deregistered.
 func TestRegisterKeepsHeartbeatingAndDeregistersOnSignal(t *testing.T) {
 	httpAddr := freePort(t)
-	p := run(t, "dev", "--http", httpAddr)
+	p := run(t, "dev", "--http", httpAddr, "--dns", freeDNSPort(t))
 	waitReady(t, httpAddr, p)
 	reg := run(t, "--server", httpAddr, "register", "web", "10.0.1.5:8080", "--id", "w1", "--ttl", "5s")
 	c, _ := client.New(httpAddr, nil)

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/discotech/disco/internal/golden"
 )
 
 // TestAPIGolden walks through the API's successful answers. It runs in a
@@ -38,7 +40,7 @@ func TestAPIGolden(t *testing.T) {
 		tr.do("the service after deregistration", "GET", "/v1/services/web", "")
 		tr.do("liveness", "GET", "/healthz", "")
 		tr.do("readiness", "GET", "/readyz", "")
-		golden(t, "api.golden", tr.Bytes())
+		golden.Check(t, "api.golden", tr.Bytes())
 	})
 }
 
@@ -87,7 +89,7 @@ func TestAPIErrorsGolden(t *testing.T) {
 		tr.do("get an unknown instance", "GET", "/v1/services/web/instances/nope", "")
 		tr.do("wrong method", "POST", "/v1/services/web", "")
 		tr.do("no such endpoint", "GET", "/v2/services", "")
-		golden(t, "api_errors.golden", tr.Bytes())
+		golden.Check(t, "api_errors.golden", tr.Bytes())
 
 		if after := call(s, "GET", "/v1/services/web", "").Body.String(); after != before {
 			t.Errorf("bad requests changed the catalog:\nbefore %s\nafter  %s", before, after)

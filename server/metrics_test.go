@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"testing/synctest"
+
+	"github.com/discotech/disco/internal/golden"
 )
 
 // TestMetricsGolden lists every disco_ metric the server exports, with its
@@ -43,7 +45,7 @@ func TestMetricsGolden(t *testing.T) {
 		for _, n := range names {
 			out.WriteString(n + " " + types[n] + ": " + help[n] + "\n")
 		}
-		golden(t, "metrics.golden", []byte(out.String()))
+		golden.Check(t, "metrics.golden", []byte(out.String()))
 
 		doc, err := os.ReadFile("../docs/metrics.md")
 		if err != nil {

@@ -16,6 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/discotech/disco/catalog"
+	"github.com/discotech/disco/dnsserver"
 	"github.com/discotech/disco/registry"
 )
 
@@ -42,6 +44,9 @@ type Config struct {
 	CheckConcurrency int `yaml:"check-concurrency"`
 	// MaxBodyBytes bounds a request body.
 	MaxBodyBytes int64 `yaml:"max-body-bytes"`
+	// DNS answers the catalog over DNS (docs/dns.md); an empty DNS.Addr
+	// turns it off.
+	DNS dnsserver.Config `yaml:",inline"`
 
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger `yaml:"-"`
@@ -57,6 +62,7 @@ func DefaultConfig() Config {
 		WatchProgress:      10 * time.Second,
 		CheckConcurrency:   256,
 		MaxBodyBytes:       1 << 20,
+		DNS:                dnsserver.DefaultConfig(),
 	}
 }
 
@@ -81,7 +87,7 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.HTTP); err != nil {
 		return fmt.Errorf("server: http address %q: %w", c.HTTP, err)
 	}
-	return nil
+	return c.DNS.Validate()
 }
 
 // Server is a running registry server.
@@ -93,6 +99,7 @@ type Server struct {
 	metrics *metrics
 	reg     *prometheus.Registry
 	handler http.Handler
+	dns     *dnsserver.Server // nil when DNS is off
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -129,6 +136,15 @@ func New(cfg Config) (*Server, error) {
 		cancel:  cancel,
 		done:    make(chan struct{}),
 	}
+	if cfg.DNS.Addr != "" {
+		dc := cfg.DNS
+		dc.Logger, dc.Registerer = cfg.Logger, reg
+		if s.dns, err = dnsserver.New(dnsserver.CatalogFunc(s.dnsService), dc); err != nil {
+			cancel()
+			store.Close()
+			return nil, err
+		}
+	}
 	s.duties = newDuties(store, cfg, s.metrics, s.log)
 	store.OnLeadership(s.duties.setLeader)
 	s.handler = s.routes()
@@ -145,9 +161,53 @@ func (s *Server) Store() *registry.Store { return s.store }
 // Handler serves the HTTP API, /healthz, /readyz and /metrics.
 func (s *Server) Handler() http.Handler { return s.handler }
 
-// Serve serves the HTTP API on l until ctx is done, then shuts down
-// gracefully: open requests (blocking queries, watch streams) are ended.
+// dnsService is what DNS answers from: a service is known while it has
+// instances, whatever their status.
+func (s *Server) dnsService(name string) ([]*catalog.Instance, bool) {
+	instances, _ := s.store.State().Instances(name)
+	return instances, len(instances) > 0
+}
+
+// Listen binds the HTTP API's address and, when DNS is on, its UDP and TCP
+// sockets, so that a caller can print where everything is before Serve.
+func (s *Server) Listen() (net.Listener, error) {
+	if s.dns != nil {
+		if err := s.dns.Listen(); err != nil {
+			return nil, err
+		}
+	}
+	l, err := net.Listen("tcp", s.cfg.HTTP)
+	if err != nil {
+		if s.dns != nil {
+			s.dns.Close()
+		}
+		return nil, fmt.Errorf("server: listen on %s: %w", s.cfg.HTTP, err)
+	}
+	return l, nil
+}
+
+// DNSAddr is the address DNS is bound to; "" when it is off or not bound.
+func (s *Server) DNSAddr() string {
+	if s.dns == nil {
+		return ""
+	}
+	return s.dns.Addr()
+}
+
+// Serve serves the HTTP API on l, and DNS when Listen bound it, until ctx is
+// done, then shuts down gracefully: open requests (blocking queries, watch
+// streams) are ended.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	if s.DNSAddr() != "" {
+		dnsDone := make(chan struct{})
+		go func() {
+			defer close(dnsDone)
+			s.dns.Serve(ctx)
+		}()
+		defer func() { stop(); <-dnsDone }()
+	}
 	hs := &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -171,11 +231,12 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	return nil
 }
 
-// ListenAndServe listens on cfg.HTTP and serves until ctx is done.
+// ListenAndServe listens on cfg.HTTP (and cfg.DNS.Addr) and serves until ctx
+// is done.
 func (s *Server) ListenAndServe(ctx context.Context) error {
-	l, err := net.Listen("tcp", s.cfg.HTTP)
+	l, err := s.Listen()
 	if err != nil {
-		return fmt.Errorf("server: listen on %s: %w", s.cfg.HTTP, err)
+		return err
 	}
 	return s.Serve(ctx, l)
 }

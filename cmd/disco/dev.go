@@ -57,13 +57,14 @@ func runDev(ctx context.Context, cfg server.Config, out io.Writer) error {
 		return err
 	}
 	defer srv.Close()
-	l, err := net.Listen("tcp", cfg.HTTP)
+	l, err := srv.Listen()
 	if err != nil {
-		return fmt.Errorf("dev: listen on %s: %w", cfg.HTTP, err)
+		return fmt.Errorf("dev: %w", err)
 	}
 	select {
 	case <-srv.Store().Restored():
 	case <-ctx.Done():
+		l.Close()
 		return nil
 	}
 	api := "http://" + l.Addr().String()
@@ -71,15 +72,33 @@ func runDev(ctx context.Context, cfg server.Config, out io.Writer) error {
 Discotech dev is running.
   registry API   %[1]s   (data in %[2]s)
   metrics        %[1]s/metrics
-
+%[3]s
 Try, in another terminal:
   disco register web 127.0.0.1:8080 --tag v1 --ttl 10s   # keeps heartbeating until Ctrl-C
   disco services
   disco instances web
   disco watch web
   curl -s %[1]s/v1/services/web
-
+%[4]s
 Ctrl-C stops it.
-`, api, cfg.DataDir)
+`, api, cfg.DataDir, dnsLine(srv.DNSAddr()), digLines(srv.DNSAddr()))
 	return srv.Serve(ctx, l)
+}
+
+func dnsLine(addr string) string {
+	if addr == "" {
+		return ""
+	}
+	return fmt.Sprintf("  DNS            %s   (UDP and TCP)\n", addr)
+}
+
+// digLines are the DNS queries to try, against addr.
+func digLines(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	return fmt.Sprintf(`  dig @%[1]s -p %[2]s +short web.service.disco
+  dig @%[1]s -p %[2]s +short SRV _web._tcp.service.disco
+`, host, port)
 }

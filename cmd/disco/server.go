@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/discotech/disco/config"
+	"github.com/discotech/disco/dnsserver"
 	"github.com/discotech/disco/server"
 )
 
@@ -52,6 +53,15 @@ func serverFlags(f *pflag.FlagSet, cfg *server.Config) {
 	f.DurationVar(&cfg.WatchProgress, "watch-progress", cfg.WatchProgress, "progress line interval on idle watch streams")
 	f.IntVar(&cfg.CheckConcurrency, "check-concurrency", cfg.CheckConcurrency, "health checks running at once, at most")
 	f.Int64Var(&cfg.MaxBodyBytes, "max-body-bytes", cfg.MaxBodyBytes, "largest request body accepted")
+	dnsFlags(f, &cfg.DNS)
+}
+
+// dnsFlags binds the DNS flags of every host that answers DNS.
+func dnsFlags(f *pflag.FlagSet, cfg *dnsserver.Config) {
+	f.StringVar(&cfg.Addr, "dns", cfg.Addr, "address DNS answers on, UDP and TCP (empty: no DNS)")
+	f.StringSliceVar(&cfg.Domains, "dns-domain", cfg.Domains, "service domains answered, e.g. disco,consul")
+	f.DurationVar(&cfg.TTL, "dns-ttl", cfg.TTL, "TTL of DNS answers")
+	f.DurationVar(&cfg.NegativeTTL, "dns-negative-ttl", cfg.NegativeTTL, "how long resolvers may cache NXDOMAIN and empty answers (the SOA minimum)")
 }
 
 // loadConfig resolves the config file (--config or DISCO_CONFIG) and loads

@@ -1,0 +1,270 @@
+package dnsserver
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/discotech/disco/catalog"
+)
+
+// The TCP side's limits (RFC 7766 asks servers to bound idle connections and
+// to allow several queries on one).
+const (
+	tcpIdleTimeout  = 10 * time.Second // between queries on one connection
+	tcpReadTimeout  = 2 * time.Second  // to read one query once its length has come
+	tcpWriteTimeout = 5 * time.Second
+	maxTCPConns     = 1024
+)
+
+// Server is a DNS server answering from a Catalog. Create it with New, bind
+// with Listen, run with Serve.
+type Server struct {
+	cfg   Config
+	cat   Catalog
+	log   *slog.Logger
+	zones []*zone
+	ttl   uint32
+	m     *metrics
+	// order arranges a service's instances before they are answered;
+	// weightedShuffle unless a test wants a fixed order.
+	order func([]*catalog.Instance)
+
+	udp net.PacketConn
+	tcp net.Listener
+
+	closeOnce sync.Once
+	closing   chan struct{}
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool // no more connections are taken
+}
+
+// New returns a server answering from cat. It does not listen yet.
+func New(cat Catalog, cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{
+		cfg:     cfg,
+		cat:     cat,
+		log:     cfg.Logger.With("component", "dns"),
+		ttl:     uint32(cfg.TTL / time.Second),
+		m:       newMetrics(cfg.Registerer),
+		order:   weightedShuffle,
+		closing: make(chan struct{}),
+		conns:   map[net.Conn]struct{}{},
+	}
+	for _, d := range cfg.Domains {
+		s.zones = append(s.zones, newZone(d, uint32(cfg.NegativeTTL/time.Second)))
+	}
+	return s, nil
+}
+
+// Listen binds UDP and TCP on cfg.Addr. With port 0, TCP takes the port the
+// system gave UDP, so both share one address.
+func (s *Server) Listen() error {
+	if s.cfg.Addr == "" {
+		return errors.New("dnsserver: no address to listen on")
+	}
+	pc, err := net.ListenPacket("udp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("dnsserver: listen on udp %s: %w", s.cfg.Addr, err)
+	}
+	l, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		pc.Close()
+		return fmt.Errorf("dnsserver: listen on tcp %s: %w", pc.LocalAddr(), err)
+	}
+	s.udp, s.tcp = pc, l
+	return nil
+}
+
+// Addr is the address the server is bound to ("" before Listen).
+func (s *Server) Addr() string {
+	if s.udp == nil {
+		return ""
+	}
+	return s.udp.LocalAddr().String()
+}
+
+// Close closes the sockets Listen bound and every TCP connection; a running
+// Serve returns.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		if s.udp != nil {
+			s.udp.Close()
+			s.tcp.Close()
+		}
+		s.mu.Lock()
+		s.closed = true
+		for c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+	})
+	return nil
+}
+
+// Serve answers queries on the bound sockets until ctx is done or Close is
+// called, then closes them and every TCP connection.
+func (s *Server) Serve(ctx context.Context) error {
+	if s.udp == nil {
+		return errors.New("dnsserver: Serve before Listen")
+	}
+	s.log.Info("serving DNS", "addr", s.Addr(), "domains", s.cfg.Domains)
+	var wg sync.WaitGroup
+	// One reader per core, each answering inline: a query costs no
+	// goroutine and no hand-off.
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(s.serveUDP)
+	}
+	wg.Go(func() { s.serveTCP(&wg) })
+	select {
+	case <-ctx.Done():
+	case <-s.closing:
+	}
+	s.Close()
+	wg.Wait()
+	return nil
+}
+
+func (s *Server) serveUDP() {
+	buf := make([]byte, dns.MaxMsgSize)
+	out := make([]byte, maxUDPSize)
+	for {
+		n, addr, err := s.udp.(*net.UDPConn).ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Warn("dns: udp read", "err", err)
+			continue
+		}
+		resp := s.handle(buf[:n], out, "udp")
+		if resp == nil {
+			continue
+		}
+		if _, err := s.udp.(*net.UDPConn).WriteToUDPAddrPort(resp, addr); err != nil && !errors.Is(err, net.ErrClosed) {
+			s.log.Debug("dns: udp write", "client", addr.String(), "err", err)
+		}
+	}
+}
+
+func (s *Server) serveTCP(wg *sync.WaitGroup) {
+	for {
+		c, err := s.tcp.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.log.Warn("dns: tcp accept", "err", err)
+			time.Sleep(10 * time.Millisecond) // out of descriptors: let some close
+			continue
+		}
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return
+		}
+		if len(s.conns) >= maxTCPConns {
+			s.mu.Unlock()
+			s.m.dropped.WithLabelValues("tcp_limit").Inc()
+			c.Close()
+			continue
+		}
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		wg.Go(func() {
+			s.serveConn(c)
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+			c.Close()
+		})
+	}
+}
+
+// serveConn answers queries on one TCP connection, in order, until the
+// client closes it or stays idle past tcpIdleTimeout.
+func (s *Server) serveConn(c net.Conn) {
+	var lenbuf [2]byte
+	buf := make([]byte, 512)
+	out := make([]byte, 2+dns.MaxMsgSize)
+	for {
+		c.SetReadDeadline(time.Now().Add(tcpIdleTimeout))
+		if _, err := io.ReadFull(c, lenbuf[:]); err != nil {
+			return
+		}
+		n := int(binary.BigEndian.Uint16(lenbuf[:]))
+		if cap(buf) < n {
+			buf = make([]byte, n)
+		}
+		c.SetReadDeadline(time.Now().Add(tcpReadTimeout))
+		if _, err := io.ReadFull(c, buf[:n]); err != nil {
+			return
+		}
+		resp := s.handle(buf[:n], out[2:], "tcp")
+		if resp == nil {
+			return // a client sending garbage gets no more of our time
+		}
+		// The length prefix goes right before the message, in one write.
+		msg := out[:2+len(resp)]
+		if &resp[0] != &out[2] {
+			msg = append(binary.BigEndian.AppendUint16(nil, uint16(len(resp))), resp...)
+		} else {
+			binary.BigEndian.PutUint16(msg, uint16(len(resp)))
+		}
+		c.SetWriteDeadline(time.Now().Add(tcpWriteTimeout))
+		if _, err := c.Write(msg); err != nil {
+			return
+		}
+	}
+}
+
+// handle answers one query packet into out (or a new buffer if it does not
+// fit) and returns the response, or nil for a packet to drop.
+func (s *Server) handle(pkt, out []byte, transport string) []byte {
+	start := time.Now()
+	req := new(dns.Msg)
+	if err := req.Unpack(pkt); err != nil {
+		// No answer: a reply to garbage can be used for amplification.
+		s.m.dropped.WithLabelValues("malformed").Inc()
+		return nil
+	}
+	if req.Response {
+		s.m.dropped.WithLabelValues("response").Inc()
+		return nil
+	}
+	size := dns.MaxMsgSize
+	if transport == "udp" {
+		size = dns.MinMsgSize
+	}
+	resp, truncated := s.answer(req, size)
+	b, err := resp.PackBuffer(out)
+	if err != nil {
+		s.log.Error("dns: packing an answer", "question", req.Question, "err", err)
+		resp = new(dns.Msg)
+		resp.SetRcode(req, dns.RcodeServerFailure)
+		if b, err = resp.PackBuffer(out); err != nil {
+			return nil
+		}
+	}
+	s.m.observe(req, resp, transport, truncated, time.Since(start))
+	return b
+}
