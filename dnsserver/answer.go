@@ -3,6 +3,7 @@ package dnsserver
 import (
 	"math"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -120,10 +121,11 @@ func (s *Server) parse(qname string) (name, bool) {
 	return n, true
 }
 
-// answer builds the response to req, to fit in a message of at most size
-// bytes: dns.MinMsgSize for UDP, dns.MaxMsgSize for TCP. It truncates at a
-// record boundary when it must, and says so.
-func (s *Server) answer(req *dns.Msg, size int) (resp *dns.Msg, truncated bool) {
+// answer builds the response to req, for a message of at most size bytes:
+// dns.MinMsgSize for UDP, dns.MaxMsgSize for TCP, or, over UDP, what the
+// client's EDNS0 buffer allows, which it returns. It leaves out records that
+// cannot fit, and says whether it did; fit does the exact cut.
+func (s *Server) answer(req *dns.Msg, size int) (resp *dns.Msg, limit int, capped bool) {
 	resp = new(dns.Msg)
 	resp.SetReply(req)
 	resp.RecursionAvailable = false
@@ -131,7 +133,7 @@ func (s *Server) answer(req *dns.Msg, size int) (resp *dns.Msg, truncated bool) 
 		if opt.Version() != 0 {
 			resp.SetEdns0(maxUDPSize, false)
 			resp.Rcode = dns.RcodeBadVers
-			return resp, false
+			return resp, size, false
 		}
 		resp.SetEdns0(maxUDPSize, false)
 		if size < dns.MaxMsgSize { // UDP: the client's buffer, within our bounds
@@ -143,23 +145,23 @@ func (s *Server) answer(req *dns.Msg, size int) (resp *dns.Msg, truncated bool) 
 		if req.Opcode != dns.OpcodeQuery {
 			resp.Rcode = dns.RcodeNotImplemented
 		}
-		return resp, false
+		return resp, size, false
 	}
 	q := req.Question[0]
 	n, ok := s.parse(q.Name)
 	if !ok || (q.Qclass != dns.ClassINET && q.Qclass != dns.ClassANY) {
 		resp.Rcode = dns.RcodeRefused
-		return resp, false
+		return resp, size, false
 	}
 	resp.Authoritative = true
-	capped := s.resolve(resp, q, n, size)
+	capped = s.resolve(resp, q, n, size)
 	if len(resp.Answer) == 0 {
 		resp.Ns = append(resp.Ns, n.zone.soa)
 	}
 	if capped && size < dns.MaxMsgSize {
 		resp.Truncated = true
 	}
-	return resp, fit(resp, size) || capped
+	return resp, size, capped
 }
 
 // minRecordSize is the smallest an answer record can be once packed: a
@@ -173,8 +175,12 @@ const minRecordSize = 16
 // them can still ask for each target. Over TCP there is nothing bigger to
 // retry with, so TC stays clear and the answer is the records that fit.
 func fit(resp *dns.Msg, size int) bool {
+	// The uncompressed length is cheaper to work out, and almost always
+	// small enough.
+	resp.Compress = false
+	fits := resp.Len() <= size
 	resp.Compress = true
-	if resp.Len() <= size {
+	if fits || resp.Len() <= size {
 		return false
 	}
 	answers, ns := len(resp.Answer), len(resp.Ns)
@@ -202,22 +208,23 @@ func (s *Server) resolve(resp *dns.Msg, q dns.Question, n name, size int) (cappe
 	case formEmpty:
 		return false
 	}
-	instances, known := s.cat.Service(n.service)
+	v, known := s.view(n.service)
 	if !known {
 		resp.Rcode = dns.RcodeNameError
 		return false
 	}
 	if n.form == formInstance {
-		for _, in := range instances {
-			if in.ID == n.id {
-				s.addresses(resp, q, []*catalog.Instance{in})
+		for i := range v.all {
+			if v.all[i].in.ID == n.id {
+				s.addresses(resp, q, v.all[i:i+1])
 				return false
 			}
 		}
 		resp.Rcode = dns.RcodeNameError
 		return false
 	}
-	picked, tagged := eligible(instances, n.tag)
+	var buf [16]entry
+	picked, tagged := eligible(v.all, n.tag, buf[:0])
 	if !tagged {
 		resp.Rcode = dns.RcodeNameError // no instance carries the tag at all
 		return false
@@ -246,23 +253,64 @@ func (s *Server) resolve(resp *dns.Msg, q dns.Question, n name, size int) (cappe
 	return capped
 }
 
-// eligible returns the instances of a service that answers may name:
-// passing, not drained (weight 0), and carrying tag when tag is set. tagged
-// reports whether any instance, eligible or not, carries the tag.
-func eligible(instances []*catalog.Instance, tag string) (picked []*catalog.Instance, tagged bool) {
+// entry is an instance as answers use it, its address parsed once.
+type entry struct {
+	in *catalog.Instance
+	ip net.IP // 4 bytes for IPv4 (and IPv4-mapped), 16 for IPv6, nil for a host name
+}
+
+// view is a service's instances with their addresses parsed, made from one
+// slice of the catalog's and kept while the catalog returns that slice.
+type view struct {
+	src []*catalog.Instance
+	all []entry
+}
+
+// view returns the service's current view, making it when the catalog's
+// slice changed.
+func (s *Server) view(service string) (*view, bool) {
+	instances, known := s.cat.Service(service)
+	if !known {
+		s.views.Delete(service)
+		return nil, false
+	}
+	if cached, ok := s.views.Load(service); ok {
+		if v := cached.(*view); sameSlice(v.src, instances) {
+			return v, true
+		}
+	}
+	v := &view{src: instances, all: make([]entry, len(instances))}
+	for i, in := range instances {
+		v.all[i].in = in
+		if addr, err := netip.ParseAddr(in.Address); err == nil {
+			v.all[i].ip = addr.Unmap().AsSlice()
+		}
+	}
+	s.views.Store(service, v)
+	return v, true
+}
+
+func sameSlice(a, b []*catalog.Instance) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+// eligible appends to dst the entries answers may name: passing, not
+// drained (weight 0), and carrying tag when tag is set. tagged reports
+// whether any instance, eligible or not, carries the tag.
+func eligible(all []entry, tag string, dst []entry) (picked []entry, tagged bool) {
 	tagged = tag == ""
-	for _, in := range instances {
+	for _, e := range all {
 		if tag != "" {
-			if !hasTag(in, tag) {
+			if !hasTag(e.in, tag) {
 				continue
 			}
 			tagged = true
 		}
-		if in.Status == catalog.Passing && in.Weight > 0 {
-			picked = append(picked, in)
+		if e.in.Status == catalog.Passing && e.in.Weight > 0 {
+			dst = append(dst, e)
 		}
 	}
-	return picked, tagged
+	return dst, tagged
 }
 
 // hasTag matches case-insensitively, as DNS names are.
@@ -275,60 +323,55 @@ func hasTag(in *catalog.Instance, tag string) bool {
 	return false
 }
 
-// addresses answers A, AAAA or ANY with the addresses of instances, in
-// order. An instance whose address is a host name is answered with a CNAME
-// when it is the only one asked for (an instance name), and left out of a
-// service's address set, where a CNAME cannot stand beside other records.
-func (s *Server) addresses(resp *dns.Msg, q dns.Question, instances []*catalog.Instance) {
+// addresses answers A, AAAA or ANY with the addresses of entries, in order.
+// An instance whose address is a host name is answered with a CNAME when it
+// is the only one asked for (an instance name), and left out of a service's
+// address set, where a CNAME cannot stand beside other records.
+func (s *Server) addresses(resp *dns.Msg, q dns.Question, entries []entry) {
 	wantA := q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY
 	wantAAAA := q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeANY
-	for _, in := range instances {
-		addr, err := netip.ParseAddr(in.Address)
-		if err != nil {
-			if len(instances) == 1 && (wantA || wantAAAA) {
-				resp.Answer = append(resp.Answer, &dns.CNAME{Hdr: s.hdr(q.Name, dns.TypeCNAME), Target: dns.Fqdn(strings.ToLower(in.Address))})
+	for _, e := range entries {
+		if e.ip == nil {
+			if len(entries) == 1 && (wantA || wantAAAA) {
+				resp.Answer = append(resp.Answer, &dns.CNAME{Hdr: s.hdr(q.Name, dns.TypeCNAME), Target: dns.Fqdn(strings.ToLower(e.in.Address))})
 			}
 			continue
 		}
-		if rr := s.addressRR(q.Name, addr, wantA, wantAAAA); rr != nil {
+		if rr := s.addressRR(q.Name, e.ip, wantA, wantAAAA); rr != nil {
 			resp.Answer = append(resp.Answer, rr)
 		}
 	}
 }
 
-// addressRR is the A or AAAA record of addr named owner, or nil when its
-// family is not wanted.
-func (s *Server) addressRR(owner string, addr netip.Addr, wantA, wantAAAA bool) dns.RR {
-	addr = addr.Unmap()
+// addressRR is the A or AAAA record of ip named owner, or nil when its
+// family is not wanted. The record shares ip.
+func (s *Server) addressRR(owner string, ip net.IP, wantA, wantAAAA bool) dns.RR {
 	switch {
-	case addr.Is4() && wantA:
-		return &dns.A{Hdr: s.hdr(owner, dns.TypeA), A: addr.AsSlice()}
-	case addr.Is6() && wantAAAA:
-		return &dns.AAAA{Hdr: s.hdr(owner, dns.TypeAAAA), AAAA: addr.AsSlice()}
+	case len(ip) == net.IPv4len && wantA:
+		return &dns.A{Hdr: s.hdr(owner, dns.TypeA), A: ip}
+	case len(ip) == net.IPv6len && wantAAAA:
+		return &dns.AAAA{Hdr: s.hdr(owner, dns.TypeAAAA), AAAA: ip}
 	}
 	return nil
 }
 
-// srv answers SRV records for instances, with the address of each target in
+// srv answers SRV records for entries, with the address of each target in
 // the additional section.
-func (s *Server) srv(resp *dns.Msg, q dns.Question, n name, instances []*catalog.Instance) {
-	for _, in := range instances {
-		addr, err := netip.ParseAddr(in.Address)
-		target := in.ID + "." + in.Service + ".instance." + n.zone.origin
-		if err != nil {
-			target = dns.Fqdn(strings.ToLower(in.Address)) // a host name resolves elsewhere
+func (s *Server) srv(resp *dns.Msg, q dns.Question, n name, entries []entry) {
+	for _, e := range entries {
+		target := e.in.ID + "." + e.in.Service + ".instance." + n.zone.origin
+		if e.ip == nil {
+			target = dns.Fqdn(strings.ToLower(e.in.Address)) // a host name resolves elsewhere
 		}
 		resp.Answer = append(resp.Answer, &dns.SRV{
 			Hdr:      s.hdr(q.Name, dns.TypeSRV),
 			Priority: 1,
-			Weight:   uint16(min(in.Weight, math.MaxUint16)),
-			Port:     uint16(in.Port),
+			Weight:   uint16(min(e.in.Weight, math.MaxUint16)),
+			Port:     uint16(e.in.Port),
 			Target:   target,
 		})
-		if err == nil {
-			if rr := s.addressRR(target, addr, true, true); rr != nil {
-				resp.Extra = append(resp.Extra, rr)
-			}
+		if e.ip != nil {
+			resp.Extra = append(resp.Extra, s.addressRR(target, e.ip, true, true))
 		}
 	}
 }
@@ -342,7 +385,7 @@ func (s *Server) hdr(owner string, t uint16) dns.RR_Header {
 // among those not yet placed, so clients that take the first address spread
 // load by weight. (Efraimidis and Spirakis: sort by U^(1/w), here as
 // log(U)/w.)
-func shuffle(instances []*catalog.Instance, r func() float64) {
+func shuffle(instances []entry, r func() float64) {
 	if len(instances) < 2 {
 		return
 	}
@@ -356,16 +399,16 @@ func shuffle(instances []*catalog.Instance, r func() float64) {
 	}
 	type keyed struct {
 		key float64
-		in  *catalog.Instance
+		e   entry
 	}
 	var stack [16]keyed
 	ks := stack[:0]
-	for _, in := range instances {
+	for _, e := range instances {
 		u := r()
 		for u == 0 {
 			u = r()
 		}
-		ks = append(ks, keyed{math.Log(u) / float64(max(in.Weight, 1)), in})
+		ks = append(ks, keyed{math.Log(u) / float64(max(e.in.Weight, 1)), e})
 	}
 	slices.SortFunc(ks, func(a, b keyed) int {
 		switch {
@@ -377,13 +420,13 @@ func shuffle(instances []*catalog.Instance, r func() float64) {
 		return 0
 	})
 	for i := range ks {
-		instances[i] = ks[i].in
+		instances[i] = ks[i].e
 	}
 }
 
-func sameWeight(instances []*catalog.Instance) bool {
-	for _, in := range instances[1:] {
-		if in.Weight != instances[0].Weight {
+func sameWeight(instances []entry) bool {
+	for _, e := range instances[1:] {
+		if e.in.Weight != instances[0].in.Weight {
 			return false
 		}
 	}
@@ -392,4 +435,4 @@ func sameWeight(instances []*catalog.Instance) bool {
 
 // weightedShuffle is the default order: shuffle with the runtime's random
 // source, safe for concurrent use.
-func weightedShuffle(instances []*catalog.Instance) { shuffle(instances, rand.Float64) }
+func weightedShuffle(instances []entry) { shuffle(instances, rand.Float64) }

@@ -80,7 +80,7 @@ func serve(t testing.TB, cat Catalog, mod func(*Config)) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.order = func([]*catalog.Instance) {}
+	s.order = func([]entry) {}
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
 	}
@@ -319,10 +319,18 @@ func TestMagicIP(t *testing.T) {
 	}))
 }
 
+func entries(ins ...*catalog.Instance) []entry {
+	var out []entry
+	for _, in := range ins {
+		out = append(out, entry{in: in})
+	}
+	return out
+}
+
 // TestShuffleFollowsWeight draws many orders and checks how often each
 // instance comes first against its share of the weight.
 func TestShuffleFollowsWeight(t *testing.T) {
-	ins := []*catalog.Instance{{ID: "a", Weight: 100}, {ID: "b", Weight: 300}, {ID: "c", Weight: 600}}
+	ins := entries(&catalog.Instance{ID: "a", Weight: 100}, &catalog.Instance{ID: "b", Weight: 300}, &catalog.Instance{ID: "c", Weight: 600})
 	first := map[string]int{}
 	seed := uint64(1)
 	rnd := func() float64 { // a fixed sequence, so the test cannot flake
@@ -331,9 +339,9 @@ func TestShuffleFollowsWeight(t *testing.T) {
 	}
 	const n = 100000
 	for range n {
-		order := append([]*catalog.Instance(nil), ins...)
+		order := slices.Clone(ins)
 		shuffle(order, rnd)
-		first[order[0].ID]++
+		first[order[0].in.ID]++
 	}
 	for id, share := range map[string]float64{"a": 0.1, "b": 0.3, "c": 0.6} {
 		if got := float64(first[id]) / n; got < share-0.01 || got > share+0.01 {
@@ -342,13 +350,13 @@ func TestShuffleFollowsWeight(t *testing.T) {
 	}
 	// Equal weights take the Fisher–Yates path: every instance at every
 	// place equally often.
-	ins = []*catalog.Instance{{ID: "a", Weight: 5}, {ID: "b", Weight: 5}, {ID: "c", Weight: 5}, {ID: "d", Weight: 5}}
+	ins = entries(&catalog.Instance{ID: "a", Weight: 5}, &catalog.Instance{ID: "b", Weight: 5}, &catalog.Instance{ID: "c", Weight: 5}, &catalog.Instance{ID: "d", Weight: 5})
 	at := map[[2]string]int{}
 	for range n {
-		order := append([]*catalog.Instance(nil), ins...)
+		order := slices.Clone(ins)
 		shuffle(order, rnd)
-		for i, in := range order {
-			at[[2]string{in.ID, fmt.Sprint(i)}]++
+		for i, e := range order {
+			at[[2]string{e.in.ID, fmt.Sprint(i)}]++
 		}
 	}
 	for k, c := range at {

@@ -10,11 +10,12 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
-
-	"github.com/discotech/disco/catalog"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 // The TCP side's limits (RFC 7766 asks servers to bound idle connections and
@@ -37,7 +38,8 @@ type Server struct {
 	m     *metrics
 	// order arranges a service's instances before they are answered;
 	// weightedShuffle unless a test wants a fixed order.
-	order func([]*catalog.Instance)
+	order func([]entry)
+	views sync.Map // service name → *view
 
 	udp net.PacketConn
 	tcp net.Listener
@@ -143,11 +145,43 @@ func (s *Server) Serve(ctx context.Context) error {
 	return nil
 }
 
+// udpBatch is how many datagrams one system call reads or writes at most.
+// Under load, recvmmsg and sendmmsg spread one call's cost over many queries;
+// when queries trickle in, a batch is one query and costs what a plain read
+// would.
+const udpBatch = 32
+
+// maxQuerySize bounds a UDP query read; longer ones (nothing legitimate
+// comes close) are dropped as malformed.
+const maxQuerySize = 2048
+
+// batchConn is the recvmmsg/sendmmsg side of a UDP socket, IPv4 or IPv6.
+type batchConn interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+	WriteBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+func (s *Server) batchConn() batchConn {
+	if addr, ok := s.udp.LocalAddr().(*net.UDPAddr); ok && addr.IP.To4() == nil {
+		return ipv6.NewPacketConn(s.udp)
+	}
+	return ipv4.NewPacketConn(s.udp)
+}
+
 func (s *Server) serveUDP() {
-	buf := make([]byte, dns.MaxMsgSize)
-	out := make([]byte, maxUDPSize)
+	conn := s.batchConn()
+	in := make([]ipv4.Message, udpBatch)
+	out := make([]ipv4.Message, udpBatch)
+	for i := range in {
+		in[i].Buffers = [][]byte{make([]byte, maxQuerySize)}
+		out[i].Buffers = [][]byte{make([]byte, maxUDPSize)}
+	}
+	bufs := make([][]byte, udpBatch) // out's buffers, kept: WriteBatch's Buffers are re-sliced per answer
+	for i := range out {
+		bufs[i] = out[i].Buffers[0]
+	}
 	for {
-		n, addr, err := s.udp.(*net.UDPConn).ReadFromUDPAddrPort(buf)
+		n, err := conn.ReadBatch(in, 0)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -155,12 +189,30 @@ func (s *Server) serveUDP() {
 			s.log.Warn("dns: udp read", "err", err)
 			continue
 		}
-		resp := s.handle(buf[:n], out, "udp")
-		if resp == nil {
-			continue
+		k := 0
+		for _, m := range in[:n] {
+			if m.Flags&syscall.MSG_TRUNC != 0 {
+				s.m.dropped.WithLabelValues("malformed").Inc()
+				continue
+			}
+			resp := s.handle(m.Buffers[0][:m.N], bufs[k], "udp")
+			if resp == nil {
+				continue
+			}
+			out[k].Buffers[0], out[k].Addr = resp, m.Addr
+			k++
 		}
-		if _, err := s.udp.(*net.UDPConn).WriteToUDPAddrPort(resp, addr); err != nil && !errors.Is(err, net.ErrClosed) {
-			s.log.Debug("dns: udp write", "client", addr.String(), "err", err)
+		for sent := 0; sent < k; {
+			w, err := conn.WriteBatch(out[sent:k], 0)
+			if err != nil {
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				// One bad destination must not hold up the rest.
+				s.log.Debug("dns: udp write", "client", out[sent].Addr, "err", err)
+				w = max(w, 1)
+			}
+			sent += w
 		}
 	}
 }
@@ -241,28 +293,38 @@ func (s *Server) serveConn(c net.Conn) {
 // fit) and returns the response, or nil for a packet to drop.
 func (s *Server) handle(pkt, out []byte, transport string) []byte {
 	start := time.Now()
-	req := new(dns.Msg)
-	if err := req.Unpack(pkt); err != nil {
-		// No answer: a reply to garbage can be used for amplification.
-		s.m.dropped.WithLabelValues("malformed").Inc()
-		return nil
-	}
-	if req.Response {
-		s.m.dropped.WithLabelValues("response").Inc()
-		return nil
+	req, qend, plain := unpackQuery(pkt)
+	if !plain {
+		req = new(dns.Msg)
+		if err := req.Unpack(pkt); err != nil {
+			// No answer: a reply to garbage can be used for amplification.
+			s.m.dropped.WithLabelValues("malformed").Inc()
+			return nil
+		}
+		if req.Response {
+			s.m.dropped.WithLabelValues("response").Inc()
+			return nil
+		}
 	}
 	size := dns.MaxMsgSize
 	if transport == "udp" {
 		size = dns.MinMsgSize
 	}
-	resp, truncated := s.answer(req, size)
-	b, err := resp.PackBuffer(out)
-	if err != nil {
-		s.log.Error("dns: packing an answer", "question", req.Question, "err", err)
-		resp = new(dns.Msg)
-		resp.SetRcode(req, dns.RcodeServerFailure)
+	resp, size, truncated := s.answer(req, size)
+	b, packed := []byte(nil), false
+	if plain {
+		b, packed = packAnswer(resp, pkt, qend, out, size)
+	}
+	if !packed {
+		truncated = fit(resp, size) || truncated
+		var err error
 		if b, err = resp.PackBuffer(out); err != nil {
-			return nil
+			s.log.Error("dns: packing an answer", "question", req.Question, "err", err)
+			resp = new(dns.Msg)
+			resp.SetRcode(req, dns.RcodeServerFailure)
+			if b, err = resp.PackBuffer(out); err != nil {
+				return nil
+			}
 		}
 	}
 	s.m.observe(req, resp, transport, truncated, time.Since(start))
