@@ -3,6 +3,7 @@ package catalog
 import (
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,5 +89,28 @@ func TestCloneSharesNothing(t *testing.T) {
 	c.Tags[0], c.Meta["k"], c.Check.Type, c.Vitals.Ready = "b", "w", "http", false
 	if in.Tags[0] != "a" || in.Meta["k"] != "v" || in.Check.Type != "tcp" || !in.Vitals.Ready {
 		t.Errorf("Clone shares state: %+v", in)
+	}
+}
+
+func TestLabel(t *testing.T) {
+	long := strings.Repeat("x", 80)
+	for raw, want := range map[string]string{
+		"web-10.0.1.5-8080":                    "web-10-0-1-5-8080",
+		"8D3C0A1E-0000-4000-8000-00000000ABCD": "8d3c0a1e-0000-4000-8000-00000000abcd",
+		"[2001:db8::1]:443":                    "2001-db8-1-443",
+		"--a__b--":                             "a-b",
+	} {
+		if got := Label(raw); got != want {
+			t.Errorf("Label(%q) = %q, want %q", raw, got, want)
+		}
+	}
+	for _, raw := range []string{long, long + "y", "___", ""} {
+		got := Label(raw)
+		if err := ValidateName("id", got); err != nil {
+			t.Errorf("Label(%q) = %q, not a valid name: %v", raw, got, err)
+		}
+	}
+	if Label(long) == Label(long+"y") {
+		t.Errorf("two long texts got the same label")
 	}
 }

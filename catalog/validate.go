@@ -1,6 +1,8 @@
 package catalog
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -283,4 +285,27 @@ func validateCheck(p *problems, ck *Check) {
 		p.add("check.successes", "must be between 1 and %d, got %d", MaxCheckCount, ck.Successes)
 	}
 	validateDeregister(p, "check.deregister_after", ck.DeregisterAfter)
+}
+
+// Label turns any text into a valid name (a DNS label): lower case, runs of
+// other characters as one '-', and, when longer than MaxNameLength, cut and
+// suffixed with a hash of the whole so that different texts stay different.
+// Sources use it to name instances their source of truth names otherwise
+// ("10.0.1.5:8080", a UUID, a host name).
+func Label(raw string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(raw) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			b.WriteRune(r)
+		} else if b.Len() > 0 && !strings.HasSuffix(b.String(), "-") {
+			b.WriteByte('-')
+		}
+	}
+	id := strings.Trim(b.String(), "-")
+	if len(id) > MaxNameLength || id == "" {
+		sum := sha256.Sum256([]byte(raw))
+		id = strings.TrimRight(id[:min(len(id), MaxNameLength-9)], "-") + "-" + hex.EncodeToString(sum[:4])
+		id = strings.TrimLeft(id, "-")
+	}
+	return id
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/url"
@@ -158,22 +156,7 @@ func parseCheck(s string) (*catalog.Check, error) {
 }
 
 // defaultID derives a stable instance id from where the instance is:
-// "web-10-0-1-5-8080", shortened with a hash when it would not fit a DNS
-// label.
+// "web-10-0-1-5-8080".
 func defaultID(service, host string, port int) string {
-	raw := fmt.Sprintf("%s-%s-%d", service, host, port)
-	var b strings.Builder
-	for _, r := range strings.ToLower(raw) {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
-			b.WriteRune(r)
-		} else if !strings.HasSuffix(b.String(), "-") {
-			b.WriteByte('-')
-		}
-	}
-	id := strings.Trim(b.String(), "-")
-	if len(id) > catalog.MaxNameLength {
-		sum := sha256.Sum256([]byte(raw))
-		id = strings.TrimRight(id[:catalog.MaxNameLength-9], "-") + "-" + hex.EncodeToString(sum[:4])
-	}
-	return id
+	return catalog.Label(fmt.Sprintf("%s-%s-%d", service, host, port))
 }
