@@ -153,6 +153,10 @@ func (s *Server) answer(req *dns.Msg, size int) (resp *dns.Msg, limit int, cappe
 		resp.Rcode = dns.RcodeRefused
 		return resp, size, false
 	}
+	if s.cfg.Ready != nil && !s.cfg.Ready() {
+		resp.Rcode = dns.RcodeServerFailure
+		return resp, size, false
+	}
 	resp.Authoritative = true
 	capped = s.resolve(resp, q, n, size)
 	if len(resp.Answer) == 0 {

@@ -67,6 +67,10 @@ type Config struct {
 	// interception. AAAA queries for those names are then NODATA. The
 	// agent sets it; ok false falls back to the backends.
 	MagicIP func(service string) (addr netip.Addr, ok bool) `yaml:"-"`
+	// Ready, when set, says whether the catalog can be answered from yet.
+	// Until it can, queries in the domains get SERVFAIL, which resolvers
+	// retry soon, rather than an NXDOMAIN they would cache.
+	Ready func() bool `yaml:"-"`
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger `yaml:"-"`
 	// Registerer receives the server's metrics. Default: none.

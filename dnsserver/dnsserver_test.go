@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -325,6 +326,21 @@ func entries(ins ...*catalog.Instance) []entry {
 		out = append(out, entry{in: in})
 	}
 	return out
+}
+
+func TestNotReadyIsServfail(t *testing.T) {
+	var ready atomic.Bool
+	s := serve(t, webFixture(), func(c *Config) { c.Ready = ready.Load })
+	if r := ask(t, s.Addr(), query{name: "web.service.disco.", qtype: dns.TypeA}); r.Rcode != dns.RcodeServerFailure || len(r.Answer) != 0 {
+		t.Errorf("before ready: %s", r)
+	}
+	if r := ask(t, s.Addr(), query{name: "example.com.", qtype: dns.TypeA}); r.Rcode != dns.RcodeRefused {
+		t.Errorf("outside the zones before ready: %s", dns.RcodeToString[r.Rcode])
+	}
+	ready.Store(true)
+	if r := ask(t, s.Addr(), query{name: "web.service.disco.", qtype: dns.TypeA}); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 3 {
+		t.Errorf("once ready: %s", r)
+	}
 }
 
 // TestShuffleFollowsWeight draws many orders and checks how often each

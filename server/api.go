@@ -24,15 +24,16 @@ const (
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
+	api := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.measure(pattern, s.whenRestored(h))) }
 	handle := func(pattern string, h http.HandlerFunc) { mux.Handle(pattern, s.measure(pattern, h)) }
-	handle("PUT /v1/services/{service}/instances/{id}", s.handleRegister)
-	handle("DELETE /v1/services/{service}/instances/{id}", s.handleDeregister)
-	handle("PUT /v1/services/{service}/instances/{id}/heartbeat", s.handleHeartbeat)
-	handle("PUT /v1/heartbeats", s.handleHeartbeats)
-	handle("GET /v1/services/{service}/instances/{id}", s.handleInstance)
-	handle("GET /v1/services", s.handleServices)
-	handle("GET /v1/services/{service}", s.handleService)
-	handle("GET /v1/watch", s.handleWatch)
+	api("PUT /v1/services/{service}/instances/{id}", s.handleRegister)
+	api("DELETE /v1/services/{service}/instances/{id}", s.handleDeregister)
+	api("PUT /v1/services/{service}/instances/{id}/heartbeat", s.handleHeartbeat)
+	api("PUT /v1/heartbeats", s.handleHeartbeats)
+	api("GET /v1/services/{service}/instances/{id}", s.handleInstance)
+	api("GET /v1/services", s.handleServices)
+	api("GET /v1/services/{service}", s.handleService)
+	api("GET /v1/watch", s.handleWatch)
 	handle("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		s.writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -41,6 +42,23 @@ func (s *Server) routes() http.Handler {
 	// Whatever no route takes lands here, for a JSON 404 or 405.
 	mux.Handle("/", s.measure("unmatched", func(w http.ResponseWriter, r *http.Request) { s.unmatched(mux, w, r) }))
 	return mux
+}
+
+// whenRestored answers 503 until the state has been restored from the log
+// the server started with. Earlier, a read would show a partial catalog,
+// which a watcher would take for removals, and a heartbeat or deregistration
+// could find its instance missing.
+func (s *Server) whenRestored(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-s.store.Restored():
+			h(w, r)
+		default:
+			w.Header().Set("Retry-After", "1")
+			s.writeError(w, r, &apiError{status: http.StatusServiceUnavailable, reason: "restoring",
+				msg: "the registry is still restoring its state from its log; retry in a moment"})
+		}
+	}
 }
 
 // names reads and validates the {service} and {id} path values.

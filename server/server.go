@@ -139,6 +139,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.DNS.Addr != "" {
 		dc := cfg.DNS
 		dc.Logger, dc.Registerer = cfg.Logger, reg
+		dc.Ready = func() bool {
+			select {
+			case <-store.Restored():
+				return true
+			default:
+				return false
+			}
+		}
 		if s.dns, err = dnsserver.New(dnsserver.CatalogFunc(s.dnsService), dc); err != nil {
 			cancel()
 			store.Close()

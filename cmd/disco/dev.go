@@ -6,14 +6,24 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
+	"github.com/discotech/disco/agent"
 	"github.com/discotech/disco/server"
 )
 
+// devConfig is disco dev's settings: the server's, and the agent's port.
+type devConfig struct {
+	server.Config `yaml:",inline"`
+	// AgentHTTP is the agent's status and metrics address; empty runs no
+	// agent.
+	AgentHTTP string `yaml:"agent-http"`
+}
+
 func newDevCmd(g *globals) *cobra.Command {
-	cfg := server.DefaultConfig()
+	cfg := devConfig{Config: server.DefaultConfig(), AgentHTTP: agent.DefaultConfig().HTTP}
 	cfg.DataDir = "" // a temporary directory unless given
 	cfg.Raft = ""    // in memory: one server, no raft port
 	cfg.RaftMultiplier = 1
@@ -21,9 +31,10 @@ func newDevCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run everything in one process, with data in a temporary directory",
-		Long: `Run a registry server in one process for trying Discotech out: raft in
-memory, fast timers, and the data in a temporary directory removed on exit
-(unless --data-dir is given). It prints what to try next.`,
+		Long: `Run a registry server, its DNS and a node agent following it, in one process,
+for trying Discotech out: raft in memory, fast timers, and the data in a
+temporary directory removed on exit (unless --data-dir is given). It prints
+what to try next.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := loadConfig(cmd, &file, &cfg); err != nil {
@@ -47,12 +58,13 @@ memory, fast timers, and the data in a temporary directory removed on exit
 	}
 	f := cmd.Flags()
 	f.StringVar(&file, "config", "", "YAML config file; keys are the flag names")
-	serverFlags(f, &cfg)
+	serverFlags(f, &cfg.Config)
+	f.StringVar(&cfg.AgentHTTP, "agent-http", cfg.AgentHTTP, "the agent's status and metrics address (empty: no agent)")
 	return cmd
 }
 
-func runDev(ctx context.Context, cfg server.Config, out io.Writer) error {
-	srv, err := server.New(cfg)
+func runDev(ctx context.Context, cfg devConfig, out io.Writer) error {
+	srv, err := server.New(cfg.Config)
 	if err != nil {
 		return err
 	}
@@ -68,11 +80,34 @@ func runDev(ctx context.Context, cfg server.Config, out io.Writer) error {
 		return nil
 	}
 	api := "http://" + l.Addr().String()
+
+	// The agent follows the server, as an agent on any node would; in dev
+	// the server's DNS is the one DNS.
+	var ag *agent.Agent
+	var al net.Listener
+	agentLine := ""
+	if cfg.AgentHTTP != "" {
+		ac := agent.DefaultConfig()
+		ac.Sources = []string{"disco+" + api}
+		ac.StateDir = filepath.Join(cfg.DataDir, "agent")
+		ac.HTTP = cfg.AgentHTTP
+		ac.DNS.Addr = ""
+		ac.Logger = cfg.Logger
+		if ag, err = agent.New(ac); err != nil {
+			l.Close()
+			return fmt.Errorf("dev: %w", err)
+		}
+		if al, err = ag.Listen(); err != nil {
+			l.Close()
+			return fmt.Errorf("dev: %w", err)
+		}
+		agentLine = fmt.Sprintf("  agent status   http://%s/v1/agent/status\n", al.Addr())
+	}
 	fmt.Fprintf(out, `
 Discotech dev is running.
   registry API   %[1]s   (data in %[2]s)
   metrics        %[1]s/metrics
-%[3]s
+%[3]s%[5]s
 Try, in another terminal:
   disco register web 127.0.0.1:8080 --tag v1 --ttl 10s   # keeps heartbeating until Ctrl-C
   disco services
@@ -81,8 +116,20 @@ Try, in another terminal:
   curl -s %[1]s/v1/services/web
 %[4]s
 Ctrl-C stops it.
-`, api, cfg.DataDir, dnsLine(srv.DNSAddr()), digLines(srv.DNSAddr()))
-	return srv.Serve(ctx, l)
+`, api, cfg.DataDir, dnsLine(srv.DNSAddr()), digLines(srv.DNSAddr()), agentLine)
+	if ag == nil {
+		return srv.Serve(ctx, l)
+	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- ag.Serve(ctx, al) }()
+	err = srv.Serve(ctx, l)
+	stop()
+	if aerr := <-errc; err == nil {
+		err = aerr
+	}
+	return err
 }
 
 func dnsLine(addr string) string {

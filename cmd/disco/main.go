@@ -40,11 +40,12 @@ func newRoot() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "disco",
 		Short: "Service discovery and load balancing, from the registry down to connect()",
-		Long: `disco runs every part of Discotech: the registry server, and the client
-commands that register instances and read the catalog.
+		Long: `disco runs every part of Discotech: the registry server, the node agent,
+and the client commands that register instances and read the catalog.
 
 Every flag can also be set with a DISCO_* environment variable (--data-dir is
-DISCO_DATA_DIR) or, for server and dev, in the YAML file given by --config.`,
+DISCO_DATA_DIR) or, for server, agent and dev, in the YAML file given by
+--config.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
@@ -59,6 +60,7 @@ DISCO_DATA_DIR) or, for server and dev, in the YAML file given by --config.`,
 	pf.StringVar(&g.server, "server", client.DefaultAddress, "registry server address, for the client commands")
 	root.AddCommand(
 		newServerCmd(g),
+		newAgentCmd(g),
 		newDevCmd(g),
 		newRegisterCmd(g),
 		newDeregisterCmd(g),

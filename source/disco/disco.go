@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/discotech/disco/catalog"
@@ -62,7 +63,8 @@ func (d *Disco) Run(ctx context.Context, sink source.Sink) error {
 	failing := false
 	for ctx.Err() == nil {
 		wctx, cancel := context.WithCancel(ctx)
-		watchdog := time.AfterFunc(d.idle, cancel)
+		var silent atomic.Bool
+		watchdog := time.AfterFunc(d.idle, func() { silent.Store(true); cancel() })
 		next, err := d.c.Watch(wctx, "", cursor, func(e catalog.WatchEvent) error {
 			watchdog.Reset(d.idle)
 			if failing {
@@ -78,7 +80,7 @@ func (d *Disco) Run(ctx context.Context, sink source.Sink) error {
 		if ctx.Err() != nil {
 			break
 		}
-		if wctx.Err() != nil && err != nil {
+		if silent.Load() {
 			err = fmt.Errorf("no word from the registry for %s: %w", d.idle, err)
 		}
 		err = fmt.Errorf("source/disco: %w", err)

@@ -1,0 +1,275 @@
+// Package agent is the node agent's host: it runs the sources of truth, the
+// guard that makes their reports safe to apply, and what serves the result
+// on the node (DNS now; the shared-memory table and the balancers plug into
+// the same table), with its status and metrics on the agent port.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/discotech/disco/catalog"
+	"github.com/discotech/disco/dnsserver"
+	"github.com/discotech/disco/guard"
+	"github.com/discotech/disco/source"
+)
+
+// DefaultSource is the source used when none is given: the local registry.
+const DefaultSource = "disco+http://127.0.0.1:7700"
+
+// Config configures an Agent. The yaml names are also the flag names and,
+// upper-cased with DISCO_ in front, the environment variables.
+type Config struct {
+	// Sources are the specs of the sources of truth, in precedence order.
+	Sources []string `yaml:"source"`
+	// StateDir holds the last-known-good state.
+	StateDir string `yaml:"state-dir"`
+	// HTTP is the address of the status and metrics endpoints.
+	HTTP string `yaml:"http"`
+	// HoldWindow is how long a large removal must be seen unchanged.
+	HoldWindow time.Duration `yaml:"hold-window"`
+	// LKGMaxAge is the oldest last-known-good state used at start.
+	LKGMaxAge time.Duration `yaml:"lkg-max-age"`
+	// Refresh bounds the wait between looks of polling sources (dns-srv).
+	Refresh time.Duration `yaml:"refresh"`
+	// DNS answers the agent's table; an empty DNS.Addr turns it off.
+	DNS dnsserver.Config `yaml:",inline"`
+
+	// Logger receives the agent's logs. Default slog.Default().
+	Logger *slog.Logger `yaml:"-"`
+}
+
+// DefaultConfig returns the defaults of the external contract.
+func DefaultConfig() Config {
+	d := dnsserver.DefaultConfig()
+	d.Addr = "127.0.0.1:7754"
+	g := guard.DefaultConfig()
+	return Config{
+		HTTP:       "127.0.0.1:7701",
+		HoldWindow: g.HoldWindow,
+		LKGMaxAge:  g.MaxAge,
+		Refresh:    30 * time.Second,
+		DNS:        d,
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c *Config) Validate() error {
+	if c.HTTP == "" {
+		return errors.New("agent: http address is required")
+	}
+	if _, _, err := net.SplitHostPort(c.HTTP); err != nil {
+		return fmt.Errorf("agent: http address %q: %w", c.HTTP, err)
+	}
+	if c.HoldWindow < 0 || c.LKGMaxAge < 0 || c.Refresh < time.Second {
+		return fmt.Errorf("agent: hold-window and lkg-max-age must not be negative, and refresh must be at least 1s (got %s, %s, %s)", c.HoldWindow, c.LKGMaxAge, c.Refresh)
+	}
+	return c.DNS.Validate()
+}
+
+// Agent is a running node agent.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	specs   []string
+	sources []source.Source
+	guard   *guard.Guard
+	dns     *dnsserver.Server
+	reg     *prometheus.Registry
+	started time.Time
+}
+
+// New makes the sources and the guard (loading the last-known-good state).
+// Nothing runs until Serve.
+func New(cfg Config) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	specs := cfg.Sources
+	if len(specs) == 0 {
+		specs = []string{DefaultSource}
+	}
+	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), specs: specs, reg: prometheus.NewRegistry(), started: time.Now()}
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	seen := map[string]bool{}
+	for _, spec := range specs {
+		if seen[spec] {
+			return nil, fmt.Errorf("agent: source %s is given twice", source.Redact(spec))
+		}
+		seen[spec] = true
+		src, err := source.New(spec, source.Options{Logger: cfg.Logger, Refresh: cfg.Refresh})
+		if err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		a.sources = append(a.sources, src)
+	}
+	gc := guard.DefaultConfig()
+	gc.HoldWindow, gc.MaxAge, gc.StateDir = cfg.HoldWindow, cfg.LKGMaxAge, cfg.StateDir
+	gc.Logger, gc.Registerer = cfg.Logger, a.reg
+	g, err := guard.New(specs, gc)
+	if err != nil {
+		return nil, err
+	}
+	a.guard = g
+	if cfg.DNS.Addr != "" {
+		dc := cfg.DNS
+		dc.Logger, dc.Registerer = cfg.Logger, a.reg
+		if a.dns, err = dnsserver.New(dnsserver.CatalogFunc(a.service), dc); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// service is what the agent's DNS answers from: the guard's table.
+func (a *Agent) service(name string) ([]*catalog.Instance, bool) {
+	return a.guard.Table().Service(name)
+}
+
+// Guard is the agent's guard, whose table the next stages read.
+func (a *Agent) Guard() *guard.Guard { return a.guard }
+
+// Listen binds the status port and, when DNS is on, DNS.
+func (a *Agent) Listen() (net.Listener, error) {
+	if a.dns != nil {
+		if err := a.dns.Listen(); err != nil {
+			return nil, err
+		}
+	}
+	l, err := net.Listen("tcp", a.cfg.HTTP)
+	if err != nil {
+		if a.dns != nil {
+			a.dns.Close()
+		}
+		return nil, fmt.Errorf("agent: listen on %s: %w", a.cfg.HTTP, err)
+	}
+	return l, nil
+}
+
+// DNSAddr is the address DNS is bound to; "" when it is off or not bound.
+func (a *Agent) DNSAddr() string {
+	if a.dns == nil {
+		return ""
+	}
+	return a.dns.Addr()
+}
+
+// Serve runs the sources, the guard, DNS (when Listen bound it) and the
+// status endpoints on l until ctx is done.
+func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var wg sync.WaitGroup
+	wg.Go(func() { a.guard.Run(ctx) })
+	for i, src := range a.sources {
+		wg.Go(func() {
+			if err := src.Run(ctx, a.guard.Sink(i)); err != nil && ctx.Err() == nil {
+				a.log.Error("agent: source stopped", "source", source.Redact(a.specs[i]), "err", err)
+				a.guard.Sink(i).Fail(err)
+			}
+		})
+	}
+	if a.DNSAddr() != "" {
+		wg.Go(func() { a.dns.Serve(ctx) })
+	}
+	hs := &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(l) }()
+	a.log.Info("agent running", "http", l.Addr().String(), "dns", a.DNSAddr(), "sources", len(a.sources))
+	var err error
+	select {
+	case err = <-errc:
+		err = fmt.Errorf("agent: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hs.Shutdown(sctx)
+	stop()
+	wg.Wait()
+	return err
+}
+
+// ListenAndServe listens and serves until ctx is done.
+func (a *Agent) ListenAndServe(ctx context.Context) error {
+	l, err := a.Listen()
+	if err != nil {
+		return err
+	}
+	return a.Serve(ctx, l)
+}
+
+// Handler serves GET /v1/agent/status, /healthz, /readyz and /metrics.
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/agent/status", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, a.Status())
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if ok, why := a.ready(); !ok {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": why})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: the agent serves GET /v1/agent/status, /healthz, /readyz and /metrics"})
+	})
+	return mux
+}
+
+// ready: the agent has something to serve, from a source or from disk.
+func (a *Agent) ready() (bool, string) {
+	st := a.guard.Status()
+	if st.LKG.Active {
+		return true, ""
+	}
+	for _, s := range st.Sources {
+		if !s.LastReport.IsZero() {
+			return true, ""
+		}
+	}
+	return false, "no source has reported yet and there is no last-known-good state"
+}
+
+// Status is GET /v1/agent/status.
+type Status struct {
+	Started time.Time `json:"started"`
+	DNS     string    `json:"dns,omitempty"`
+	guard.Status
+}
+
+// Status returns the agent's status.
+func (a *Agent) Status() Status {
+	return Status{Started: a.started, DNS: a.DNSAddr(), Status: a.guard.Status()}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

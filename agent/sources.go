@@ -1,0 +1,7 @@
+package agent
+
+// Every kind of source the agent can use registers itself here by scheme.
+import (
+	_ "github.com/discotech/disco/source/disco"
+	_ "github.com/discotech/disco/source/file"
+)
