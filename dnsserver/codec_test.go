@@ -119,7 +119,6 @@ func FuzzUnpackQuery(f *testing.F) {
 	})
 }
 
-
 // FuzzHandle: no packet makes the server panic, and every answer it sends
 // decodes and fits in the size the transport allows.
 func FuzzHandle(f *testing.F) {
