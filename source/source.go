@@ -31,8 +31,8 @@ import (
 // Source watches one source of truth.
 type Source interface {
 	// Run watches until ctx is done, telling sink what it sees. It
-	// reconnects with backoff by itself and returns only when ctx is done
-	// (or when it cannot ever work, such as a spec it cannot use).
+	// reconnects with backoff by itself and returns nil when ctx is done;
+	// an error only when it can never work.
 	Run(ctx context.Context, sink Sink) error
 }
 

@@ -1,0 +1,651 @@
+package dnssrv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/miekg/dns"
+
+	"github.com/discotech/disco/source"
+)
+
+// These tests ask a real dnsmasq, started by each test on a port of its own.
+// dnsmasq is authoritative for example.com (local=): names it does not know
+// there are NXDOMAIN, names elsewhere are REFUSED (no upstream). Its records
+// carry a TTL of 1s, so the source looks about every second.
+
+// dnsmasq is a dnsmasq the test started.
+type dnsmasq struct {
+	t      *testing.T
+	port   int
+	conf   string // its configuration file
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	done   chan struct{} // closed when cmd has exited
+	stderr *bytes.Buffer
+}
+
+// startDNSMasq starts dnsmasq with the given configuration lines (as in
+// dnsmasq.conf: "srv-host=...") on a free port, waits until it answers, and
+// stops it when the test ends.
+func startDNSMasq(t *testing.T, lines ...string) *dnsmasq {
+	t.Helper()
+	if _, err := exec.LookPath("dnsmasq"); err != nil {
+		if _, err := os.Stat("/usr/sbin/dnsmasq"); err != nil {
+			t.Fatal("dnsmasq is not installed; run .ci/deps")
+		}
+	}
+	d := &dnsmasq{t: t, conf: filepath.Join(t.TempDir(), "dnsmasq.conf")}
+	t.Cleanup(d.stop)
+	for range 5 { // another process may take the port before dnsmasq does
+		d.port = freePort(t)
+		if err := d.start(lines); err == nil {
+			return d
+		} else {
+			t.Logf("dnsmasq on port %d: %v", d.port, err)
+		}
+	}
+	t.Fatal("could not start dnsmasq")
+	return nil
+}
+
+// addr is where dnsmasq listens.
+func (d *dnsmasq) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(d.port)) }
+
+// start runs dnsmasq with lines on d.port and waits until it answers.
+func (d *dnsmasq) start(lines []string) error {
+	conf := append([]string{
+		"port=" + strconv.Itoa(d.port),
+		"listen-address=127.0.0.1",
+		"bind-interfaces",
+		"no-resolv",
+		"no-hosts",
+		"local=/example.com/",
+		"local-ttl=1",
+		"log-facility=-", // to stderr, shown when it fails
+	}, lines...)
+	if err := os.WriteFile(d.conf, []byte(strings.Join(conf, "\n")+"\n"), 0o644); err != nil {
+		return err
+	}
+	bin, err := exec.LookPath("dnsmasq")
+	if err != nil {
+		bin = "/usr/sbin/dnsmasq"
+	}
+	cmd := exec.Command(bin, "--keep-in-foreground", "--pid-file=", "-C", d.conf)
+	stderr := new(bytes.Buffer)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	d.mu.Lock()
+	d.cmd, d.done, d.stderr = cmd, done, stderr
+	d.mu.Unlock()
+
+	q := new(dns.Msg)
+	q.SetQuestion("ready.example.com.", dns.TypeA)
+	c := &dns.Client{Timeout: 100 * time.Millisecond}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-done:
+			return fmt.Errorf("dnsmasq exited: %s", stderr)
+		default:
+		}
+		if _, _, err := c.Exchange(q, d.addr()); err == nil {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	d.stop()
+	return fmt.Errorf("dnsmasq did not answer within 10s: %s", stderr)
+}
+
+// stop kills dnsmasq and waits until it is gone.
+func (d *dnsmasq) stop() {
+	d.mu.Lock()
+	cmd, done := d.cmd, d.done
+	d.cmd = nil
+	d.mu.Unlock()
+	if cmd != nil {
+		cmd.Process.Kill()
+		<-done
+	}
+}
+
+// restart runs dnsmasq again on the same port with other lines.
+func (d *dnsmasq) restart(lines ...string) {
+	d.t.Helper()
+	d.stop()
+	// Another test's freePort may hold the port for a moment.
+	var err error
+	for range 5 {
+		if err = d.start(lines); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	d.t.Fatal(err)
+}
+
+// hup makes dnsmasq read its hosts files again (not its SRV records: those
+// only change with a restart).
+func (d *dnsmasq) hup() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// readableDir returns a temporary directory that dnsmasq can read files
+// from after it has dropped root's privileges (it runs as nobody).
+func readableDir(t *testing.T) string {
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+// freePort returns a port of 127.0.0.1 free for both UDP and TCP.
+func freePort(t *testing.T) int {
+	t.Helper()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		pc, err := net.ListenPacket("udp", l.Addr().String())
+		l.Close()
+		if err == nil {
+			pc.Close()
+			return port
+		}
+	}
+	t.Fatal("no port free for both UDP and TCP")
+	return 0
+}
+
+// event is one call a source made to its sink.
+type event struct {
+	at     time.Time
+	update *source.Update
+	fail   error
+}
+
+// recorder is a source.Sink that keeps every call.
+type recorder struct {
+	mu     sync.Mutex
+	events []event
+}
+
+func (r *recorder) Update(u source.Update) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, event{at: time.Now(), update: &u})
+}
+
+func (r *recorder) Fail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, event{at: time.Now(), fail: err})
+}
+
+// since returns the events from the n-th on.
+func (r *recorder) since(n int) []event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.events[min(n, len(r.events)):])
+}
+
+// count is how many events there are.
+func (r *recorder) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.events)
+}
+
+// last is the last event, if any.
+func (r *recorder) last() (event, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.events) == 0 {
+		return event{}, false
+	}
+	return r.events[len(r.events)-1], true
+}
+
+// run starts the source of spec, reporting to a recorder, and stops it (and
+// checks that Run returns) when the test ends.
+func run(t *testing.T, spec string, opts source.Options) *recorder {
+	t.Helper()
+	opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	if opts.Timeout == 0 {
+		opts.Timeout = 2 * time.Second
+	}
+	src, err := source.New(spec, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, rec) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run returned %v after its context was cancelled, want nil", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("Run did not return within 5s of its context being cancelled")
+		}
+	})
+	return rec
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// waitFor polls cond until it holds, failing the test after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// summary is an update in a form easy to compare: per service, one line per
+// instance.
+func summary(u *source.Update) map[string][]string {
+	if u == nil {
+		return nil
+	}
+	out := map[string][]string{}
+	for svc, ins := range u.Services {
+		out[svc] = []string{}
+		for _, in := range ins {
+			out[svc] = append(out[svc], fmt.Sprintf("%s %s w=%d %s", in.ID, net.JoinHostPort(in.Address, strconv.Itoa(in.Port)), in.Weight, in.Status))
+		}
+	}
+	return out
+}
+
+// waitUpdate waits until the last event is an update whose summary is want.
+func waitUpdate(t *testing.T, rec *recorder, timeout time.Duration, want map[string][]string) event {
+	t.Helper()
+	var last event
+	deadline := time.Now().Add(timeout)
+	for {
+		var ok bool
+		last, ok = rec.last()
+		if ok && last.update != nil && last.update.Full && cmp.Equal(want, summary(last.update)) {
+			return last
+		}
+		if time.Now().After(deadline) {
+			var diff string
+			if ok && last.update != nil {
+				diff = cmp.Diff(want, summary(last.update))
+			} else if ok {
+				diff = fmt.Sprintf("the last event is a failure: %v", last.fail)
+			}
+			t.Fatalf("after %s, no full update as wanted (-want +last):\n%s", timeout, diff)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitFails waits for n failures among the events from the from-th on, and
+// returns them.
+func waitFails(t *testing.T, rec *recorder, from, n int, timeout time.Duration) []error {
+	t.Helper()
+	var fails []error
+	waitFor(t, timeout, fmt.Sprintf("%d failures reported", n), func() bool {
+		fails = nil
+		for _, e := range rec.since(from) {
+			if e.fail != nil {
+				fails = append(fails, e.fail)
+			}
+		}
+		return len(fails) >= n
+	})
+	return fails
+}
+
+// noUpdateAfterFail checks that no update came between the first failure
+// among events and their end.
+func noUpdateAfterFail(t *testing.T, events []event) {
+	t.Helper()
+	failed := false
+	for _, e := range events {
+		switch {
+		case e.fail != nil:
+			failed = true
+		case failed:
+			t.Errorf("an update came after a failure, with no answer to report: %v", summary(e.update))
+		}
+	}
+}
+
+var webRecords = []string{
+	// w1: A and AAAA from host-record, which dnsmasq puts in the
+	// additional section.
+	"srv-host=_web._tcp.example.com,w1.example.com,8080,1,100",
+	"host-record=w1.example.com,10.0.1.5,fd00::5",
+	// w2: from address=, which dnsmasq answers but leaves out of the
+	// additional section: the source asks for A and AAAA (its AAAA is
+	// NXDOMAIN). Weight 0 reads 1.
+	"srv-host=_web._tcp.example.com,w2.example.com,8081,1,0",
+	"address=/w2.example.com/10.0.1.6",
+	// w3 is of a higher priority: a fallback, left out.
+	"srv-host=_web._tcp.example.com,w3.example.com,8080,2,100",
+	"host-record=w3.example.com,10.0.1.7",
+	// w4 has no address at all: left out.
+	"srv-host=_web._tcp.example.com,w4.example.com,8080,1,100",
+	// api: one target, over a second name of the spec.
+	"srv-host=_api._tcp.example.com,a1.example.com,9000,0,10",
+	"host-record=a1.example.com,10.0.2.1",
+	// dead: the "not available" target.
+	"srv-host=_dead._tcp.example.com",
+}
+
+var webWant = map[string][]string{
+	"web": {
+		"w1-example-com-8080-10-0-1-5 10.0.1.5:8080 w=50 passing",
+		"w1-example-com-8080-fd00-5 [fd00::5]:8080 w=50 passing",
+		"w2-example-com-8081-10-0-1-6 10.0.1.6:8081 w=1 passing",
+	},
+	"api":  {"a1-example-com-9000-10-0-2-1 10.0.2.1:9000 w=10 passing"},
+	"dead": {},
+}
+
+func TestReadsSRVAndAddresses(t *testing.T) {
+	t.Parallel()
+	d := startDNSMasq(t, webRecords...)
+	rec := run(t, "dns-srv://"+d.addr()+"/_web._tcp.example.com,_api._tcp.example.com/_dead._tcp.example.com", source.Options{})
+	first := waitUpdate(t, rec, 10*time.Second, webWant)
+	if in := first.update.Services["web"][0]; in.Meta["dns-srv.target"] != "w1.example.com" || in.Meta["dns-srv.priority"] != "1" {
+		t.Errorf("meta of %s: %v", in.ID, in.Meta)
+	}
+	for _, e := range rec.since(0) {
+		if e.fail != nil {
+			t.Errorf("failure: %v", e.fail)
+		}
+	}
+}
+
+func TestNXDOMAINIsNoInstancesOtherErrorsFail(t *testing.T) {
+	t.Parallel()
+	d := startDNSMasq(t, webRecords...)
+	rec := run(t, "dns-srv://"+d.addr()+"/_web._tcp.example.com,_gone._tcp.example.com", source.Options{Refresh: 2 * time.Second})
+	waitUpdate(t, rec, 10*time.Second, map[string][]string{"web": webWant["web"], "gone": {}})
+
+	// The records go: NXDOMAIN, reported as no instances.
+	d.restart("host-record=w1.example.com,10.0.1.5")
+	waitUpdate(t, rec, 10*time.Second, map[string][]string{"web": {}, "gone": {}})
+
+	// A name outside example.com is REFUSED: that is no answer.
+	refused := run(t, "dns-srv://"+d.addr()+"/_web._tcp.example.org", source.Options{Refresh: 2 * time.Second})
+	fails := waitFails(t, refused, 0, 1, 10*time.Second)
+	if !errors.Is(fails[0], ErrRcode) || !strings.Contains(fails[0].Error(), "REFUSED") {
+		t.Errorf("failure %v, want ErrRcode REFUSED", fails[0])
+	}
+	noUpdateAfterFail(t, refused.since(0))
+}
+
+func TestFollowsChangesAtTheTTL(t *testing.T) {
+	t.Parallel()
+	hosts := filepath.Join(readableDir(t), "hosts")
+	os.WriteFile(hosts, []byte("10.0.1.5 w1.example.com\n"), 0o644)
+	records := []string{"addn-hosts=" + hosts, "srv-host=_web._tcp.example.com,w1.example.com,8080,0,100"}
+	d := startDNSMasq(t, records...)
+	// The refresh is far longer than the test's deadlines: the TTL (1s)
+	// drives every look.
+	rec := run(t, "dns-srv://"+d.addr()+"/_web._tcp.example.com", source.Options{Refresh: time.Minute})
+	waitUpdate(t, rec, 10*time.Second, map[string][]string{"web": {"w1-example-com-8080-10-0-1-5 10.0.1.5:8080 w=100 passing"}})
+
+	// A second address for w1: one more instance, sharing w1's weight.
+	os.WriteFile(hosts, []byte("10.0.1.5 w1.example.com\n10.0.1.9 w1.example.com\n"), 0o644)
+	d.hup()
+	waitUpdate(t, rec, 5*time.Second, map[string][]string{"web": {
+		"w1-example-com-8080-10-0-1-5 10.0.1.5:8080 w=50 passing",
+		"w1-example-com-8080-10-0-1-9 10.0.1.9:8080 w=50 passing",
+	}})
+
+	// The first address goes.
+	os.WriteFile(hosts, []byte("10.0.1.9 w1.example.com\n"), 0o644)
+	d.hup()
+	waitUpdate(t, rec, 5*time.Second, map[string][]string{"web": {"w1-example-com-8080-10-0-1-9 10.0.1.9:8080 w=100 passing"}})
+
+	// A new SRV record (dnsmasq reads those only when it starts).
+	d.restart(append(records, "srv-host=_web._tcp.example.com,w2.example.com,8080,0,300", "host-record=w2.example.com,10.0.1.6")...)
+	waitUpdate(t, rec, 5*time.Second, map[string][]string{"web": {
+		"w1-example-com-8080-10-0-1-9 10.0.1.9:8080 w=100 passing",
+		"w2-example-com-8080-10-0-1-6 10.0.1.6:8080 w=300 passing",
+	}})
+}
+
+func TestServerDownFailsAndRecovers(t *testing.T) {
+	t.Parallel()
+	d := startDNSMasq(t, webRecords...)
+	rec := run(t, "dns-srv://"+d.addr()+"/_web._tcp.example.com", source.Options{Refresh: 2 * time.Second})
+	want := map[string][]string{"web": webWant["web"]}
+	waitUpdate(t, rec, 10*time.Second, want)
+
+	n := rec.count()
+	d.stop()
+	waitFails(t, rec, n, 2, 10*time.Second)
+	noUpdateAfterFail(t, rec.since(n))
+
+	d.restart(webRecords...)
+	waitUpdate(t, rec, 10*time.Second, want)
+	for _, e := range rec.since(n) {
+		if e.update != nil && !cmp.Equal(want, summary(e.update)) {
+			t.Errorf("an update other than the records while the server was down: %v", summary(e.update))
+		}
+	}
+}
+
+func TestLargeAnswerOverTCP(t *testing.T) {
+	t.Parallel()
+	const n = 1000
+	var lines []string
+	var want []string
+	for i := range n {
+		target := fmt.Sprintf("b%d.example.com", i)
+		ip := fmt.Sprintf("10.1.%d.%d", i/256, i%256)
+		lines = append(lines,
+			fmt.Sprintf("srv-host=_big._tcp.example.com,%s,9000,0,10", target),
+			// address=, not host-record: dnsmasq 2.90 breaks its
+			// compression pointers past 16 KiB when it fills the
+			// additional section of so large an answer.
+			fmt.Sprintf("address=/%s/%s", target, ip))
+		want = append(want, fmt.Sprintf("b%d-example-com-9000-%s 10.1.%d.%d:9000 w=10 passing", i, strings.ReplaceAll(ip, ".", "-"), i/256, i%256))
+	}
+	slices.Sort(want)
+	d := startDNSMasq(t, lines...)
+
+	// The answer does not fit in UDP: the source must ask again over TCP.
+	q := new(dns.Msg)
+	q.SetQuestion("_big._tcp.example.com.", dns.TypeSRV)
+	q.SetEdns0(ednsSize, false)
+	r, _, err := (&dns.Client{}).Exchange(q, d.addr())
+	if err != nil || !r.Truncated {
+		t.Fatalf("dnsmasq's UDP answer: %v, truncated %v; want truncated", err, r != nil && r.Truncated)
+	}
+
+	rec := run(t, "dns-srv://"+d.addr()+"/_big._tcp.example.com", source.Options{})
+	waitUpdate(t, rec, 20*time.Second, map[string][]string{"big": want})
+}
+
+// garbageServer is a UDP DNS server that passes queries on to upstream, or,
+// when told to, answers them with something unusable.
+type garbageServer struct {
+	pc       net.PacketConn
+	upstream string
+	mode     atomic.Value // string: "", or a key of garbage
+}
+
+// garbage makes the unusable answers to the query q.
+var garbage = map[string]func(q *dns.Msg) []byte{
+	// The query's ID, then noise.
+	"noise": func(q *dns.Msg) []byte {
+		return append([]byte{byte(q.Id >> 8), byte(q.Id), 0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0}, 0xc0, 0xff, 0xc0, 0xff, 0xff, 0x01, 0x02)
+	},
+	// A header alone, counting records the message does not hold.
+	"lying counts": func(q *dns.Msg) []byte {
+		return []byte{byte(q.Id >> 8), byte(q.Id), 0x81, 0x80, 0, 1, 0, 3, 0, 0, 0, 0}
+	},
+	// A well-formed empty answer to another question.
+	"other question": func(q *dns.Msg) []byte {
+		r := new(dns.Msg)
+		r.SetQuestion("_other._tcp.example.com.", dns.TypeSRV)
+		r.Id, r.Response = q.Id, true
+		b, _ := r.Pack()
+		return b
+	},
+	// Too short to be a message.
+	"short": func(q *dns.Msg) []byte { return []byte{byte(q.Id >> 8), byte(q.Id), 0x81} },
+	// SERVFAIL.
+	"servfail": func(q *dns.Msg) []byte {
+		r := new(dns.Msg)
+		r.SetRcode(q, dns.RcodeServerFailure)
+		b, _ := r.Pack()
+		return b
+	},
+}
+
+func startGarbageServer(t *testing.T, upstream string) *garbageServer {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &garbageServer{pc: pc, upstream: upstream}
+	g.mode.Store("")
+	t.Cleanup(func() { pc.Close() })
+	go g.serve()
+	return g
+}
+
+func (g *garbageServer) serve() {
+	buf := make([]byte, 65535)
+	for {
+		n, from, err := g.pc.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		q := new(dns.Msg)
+		if q.Unpack(buf[:n]) != nil {
+			continue
+		}
+		if mode := g.mode.Load().(string); mode != "" {
+			g.pc.WriteTo(garbage[mode](q), from)
+			continue
+		}
+		r, _, err := (&dns.Client{Timeout: time.Second}).Exchange(q, g.upstream)
+		if err != nil {
+			continue
+		}
+		b, _ := r.Pack()
+		g.pc.WriteTo(b, from)
+	}
+}
+
+func TestUnusableAnswersFailAndKeepTheState(t *testing.T) {
+	t.Parallel()
+	d := startDNSMasq(t, webRecords...)
+	g := startGarbageServer(t, d.addr())
+	rec := run(t, "dns-srv://"+g.pc.LocalAddr().String()+"/_web._tcp.example.com", source.Options{Refresh: 2 * time.Second})
+	want := map[string][]string{"web": webWant["web"]}
+	waitUpdate(t, rec, 10*time.Second, want)
+
+	for _, mode := range []string{"noise", "lying counts", "other question", "short", "servfail"} {
+		n := rec.count()
+		g.mode.Store(mode)
+		fails := waitFails(t, rec, n, 1, 10*time.Second)
+		wantErr := ErrMalformed
+		if mode == "servfail" {
+			wantErr = ErrRcode
+		}
+		if !errors.Is(fails[len(fails)-1], wantErr) {
+			t.Errorf("%s: failure %v, want %v", mode, fails[len(fails)-1], wantErr)
+		}
+		noUpdateAfterFail(t, rec.since(n))
+
+		g.mode.Store("")
+		waitUpdate(t, rec, 10*time.Second, want)
+	}
+}
+
+// TestCancelEndsAWaitingQuery: a server that never answers gets the query
+// again every second, and cancelling Run ends the wait at once, without a
+// failure reported.
+func TestCancelEndsAWaitingQuery(t *testing.T) {
+	t.Parallel()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	var got atomic.Int32
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+			got.Add(1)
+		}
+	}()
+	src, err := source.New("dns-srv://"+pc.LocalAddr().String()+"/_web._tcp.example.com", source.Options{Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, rec) }()
+	waitFor(t, 5*time.Second, "the query sent a second time", func() bool { return got.Load() >= 2 })
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run = %v, want nil", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("Run did not return within 1s of its context being cancelled")
+	}
+	if n := rec.count(); n != 0 {
+		t.Errorf("%d events reported, want none: %+v", n, rec.since(0))
+	}
+}
