@@ -5,4 +5,5 @@ import (
 	_ "github.com/discotech/disco/source/disco"
 	_ "github.com/discotech/disco/source/dnssrv"
 	_ "github.com/discotech/disco/source/file"
+	_ "github.com/discotech/disco/source/zookeeper"
 )
