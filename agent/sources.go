@@ -4,6 +4,7 @@ package agent
 import (
 	_ "github.com/discotech/disco/source/disco"
 	_ "github.com/discotech/disco/source/dnssrv"
+	_ "github.com/discotech/disco/source/etcd"
 	_ "github.com/discotech/disco/source/file"
 	_ "github.com/discotech/disco/source/zookeeper"
 )
