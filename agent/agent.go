@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -22,6 +23,8 @@ import (
 	"github.com/discotech/disco/catalog"
 	"github.com/discotech/disco/dnsserver"
 	"github.com/discotech/disco/guard"
+	"github.com/discotech/disco/magicip"
+	"github.com/discotech/disco/shmtable"
 	"github.com/discotech/disco/source"
 )
 
@@ -43,6 +46,14 @@ type Config struct {
 	LKGMaxAge time.Duration `yaml:"lkg-max-age"`
 	// Refresh bounds the wait between looks of polling sources (dns-srv).
 	Refresh time.Duration `yaml:"refresh"`
+	// Table is where the shared-memory table for libdisco.so is written;
+	// empty writes none.
+	Table string `yaml:"table"`
+	// MagicRange is where services' magic addresses come from.
+	MagicRange string `yaml:"magic-range"`
+	// DNSMagic answers A queries for a service's name with its magic
+	// address, so connections land on the node's interception.
+	DNSMagic bool `yaml:"dns-magic"`
 	// DNS answers the agent's table; an empty DNS.Addr turns it off.
 	DNS dnsserver.Config `yaml:",inline"`
 
@@ -60,6 +71,8 @@ func DefaultConfig() Config {
 		HoldWindow: g.HoldWindow,
 		LKGMaxAge:  g.MaxAge,
 		Refresh:    30 * time.Second,
+		Table:      shmtable.DefaultPath,
+		MagicRange: magicip.DefaultRange.String(),
 		DNS:        d,
 	}
 }
@@ -75,6 +88,13 @@ func (c *Config) Validate() error {
 	if c.HoldWindow < 0 || c.LKGMaxAge < 0 || c.Refresh < time.Second {
 		return fmt.Errorf("agent: hold-window and lkg-max-age must not be negative, and refresh must be at least 1s (got %s, %s, %s)", c.HoldWindow, c.LKGMaxAge, c.Refresh)
 	}
+	r, err := netip.ParsePrefix(c.MagicRange)
+	if err != nil {
+		return fmt.Errorf("agent: magic-range %q: %w", c.MagicRange, err)
+	}
+	if err := magicip.Validate(r); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
 	return c.DNS.Validate()
 }
 
@@ -85,6 +105,7 @@ type Agent struct {
 	specs   []string
 	sources []source.Source
 	guard   *guard.Guard
+	node    *node
 	dns     *dnsserver.Server
 	reg     *prometheus.Registry
 	started time.Time
@@ -125,9 +146,13 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a.guard = g
+	a.node = &node{a: a, magic: netip.MustParsePrefix(cfg.MagicRange)}
 	if cfg.DNS.Addr != "" {
 		dc := cfg.DNS
 		dc.Logger, dc.Registerer = cfg.Logger, a.reg
+		if cfg.DNSMagic {
+			dc.MagicIP = a.node.magicOf
+		}
 		if a.dns, err = dnsserver.New(dnsserver.CatalogFunc(a.service), dc); err != nil {
 			return nil, err
 		}
@@ -173,8 +198,20 @@ func (a *Agent) DNSAddr() string {
 func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
+	if a.cfg.Table != "" {
+		w, err := shmtable.Create(a.cfg.Table)
+		if err != nil {
+			l.Close()
+			if a.dns != nil {
+				a.dns.Close()
+			}
+			return fmt.Errorf("agent: the shared-memory table: %w (set --table to another path, or to \"\" for none)", err)
+		}
+		a.node.writer = w
+	}
 	var wg sync.WaitGroup
 	wg.Go(func() { a.guard.Run(ctx) })
+	wg.Go(func() { a.node.follow(ctx) })
 	for i, src := range a.sources {
 		wg.Go(func() {
 			if err := src.Run(ctx, a.guard.Sink(i)); err != nil && ctx.Err() == nil {

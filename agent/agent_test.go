@@ -5,13 +5,20 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/discotech/disco/shmtable"
 )
 
 func newAgent(t *testing.T, sources ...string) *Agent {
@@ -21,6 +28,7 @@ func newAgent(t *testing.T, sources ...string) *Agent {
 	cfg.StateDir = t.TempDir()
 	cfg.HTTP = "127.0.0.1:0"
 	cfg.DNS.Addr = ""
+	cfg.Table = filepath.Join(t.TempDir(), "disco.table")
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	a, err := New(cfg)
 	if err != nil {
@@ -107,5 +115,72 @@ func TestConfigErrors(t *testing.T) {
 		if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("New: %v, want an error containing %q", err, tc.want)
 		}
+	}
+}
+
+// TestNodeViewTableAndMagicDNS: the agent writes every service with its
+// magic address and its IP backends to the shared-memory table, and, with
+// dns-magic, its DNS answers a service's name with that address.
+func TestNodeViewTableAndMagicDNS(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.yaml")
+	os.WriteFile(path, []byte(`services:
+  web:
+    - {id: w1, address: 10.0.1.5, port: 8080, weight: 100}
+    - {id: w2, address: 10.0.1.6, port: 8081, weight: 0}
+    - {id: w3, address: web3.internal, port: 8080}
+  db:
+    - {id: d1, address: "2001:db8::1", port: 5432}
+`), 0o644)
+	cfg := DefaultConfig()
+	cfg.Sources = []string{"file://" + path}
+	cfg.StateDir = t.TempDir()
+	cfg.HTTP = "127.0.0.1:0"
+	cfg.DNS.Addr = "127.0.0.1:0"
+	cfg.DNSMagic = true
+	cfg.Table = filepath.Join(t.TempDir(), "disco.table")
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := a.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Serve(ctx, l); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	want := []shmtable.Service{
+		{Name: "db", Magic: netip.MustParseAddr("127.77.116.254"), Backends: []shmtable.Backend{{Addr: netip.MustParseAddr("2001:db8::1"), Port: 5432, Weight: 100}}},
+		{Name: "web", Magic: netip.MustParseAddr("127.77.220.68"), Backends: []shmtable.Backend{
+			{Addr: netip.MustParseAddr("10.0.1.5"), Port: 8080, Weight: 100},
+			{Addr: netip.MustParseAddr("10.0.1.6"), Port: 8081, Weight: 0},
+		}},
+	}
+	var got []shmtable.Service
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, _ = shmtable.Read(cfg.Table)
+		if cmp.Equal(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("table (-want +got):\n%s", cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, network, a.DNSAddr())
+	}}
+	addrs, err := r.LookupHost(ctx, "web.service.disco")
+	if err != nil || !slices.Equal(addrs, []string{"127.77.220.68"}) {
+		t.Errorf("web.service.disco at the agent's DNS = %v, %v; want its magic address", addrs, err)
+	}
+	_, srvs, err := r.LookupSRV(ctx, "web", "tcp", "service.disco")
+	if err != nil || len(srvs) != 2 {
+		t.Errorf("SRV still names the backends: %v, %v", srvs, err)
 	}
 }

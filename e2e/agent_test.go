@@ -27,7 +27,8 @@ type agentProc struct {
 func startAgent(t *testing.T, stateDir string, args ...string) *agentProc {
 	t.Helper()
 	a := &agentProc{http: freePort(t), dns: freeDNSPort(t)}
-	a.proc = run(t, append([]string{"agent", "--state-dir", stateDir, "--http", a.http, "--dns", a.dns, "--hold-window", "3s"}, args...)...)
+	a.proc = run(t, append([]string{"agent", "--state-dir", stateDir, "--http", a.http, "--dns", a.dns, "--hold-window", "3s",
+		"--table", filepath.Join(t.TempDir(), "disco.table")}, args...)...)
 	waitReady(t, a.http, a.proc)
 	return a
 }

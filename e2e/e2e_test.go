@@ -208,7 +208,7 @@ func TestAcknowledgedWritesSurviveKill9(t *testing.T) {
 // README shows them.
 func TestCLIAgainstServer(t *testing.T) {
 	httpAddr := freePort(t)
-	p := run(t, "dev", "--http", httpAddr, "--dns", freeDNSPort(t), "--agent-http", freePort(t))
+	p := run(t, "dev", "--http", httpAddr, "--dns", freeDNSPort(t), "--agent-http", freePort(t), "--table", filepath.Join(t.TempDir(), "disco.table"))
 	waitReady(t, httpAddr, p)
 	cli := func(args ...string) string {
 		t.Helper()
@@ -265,7 +265,7 @@ func TestCLIAgainstServer(t *testing.T) {
 // several TTLs, then interrupts it and checks it deregistered.
 func TestRegisterKeepsHeartbeatingAndDeregistersOnSignal(t *testing.T) {
 	httpAddr := freePort(t)
-	p := run(t, "dev", "--http", httpAddr, "--dns", freeDNSPort(t), "--agent-http", freePort(t))
+	p := run(t, "dev", "--http", httpAddr, "--dns", freeDNSPort(t), "--agent-http", freePort(t), "--table", filepath.Join(t.TempDir(), "disco.table"))
 	waitReady(t, httpAddr, p)
 	reg := run(t, "--server", httpAddr, "register", "web", "10.0.1.5:8080", "--id", "w1", "--ttl", "5s")
 	c, _ := client.New(httpAddr, nil)

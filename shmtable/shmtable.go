@@ -277,3 +277,76 @@ func (w *Writer) Close() error {
 // access; readers in other processes use the same fields with C11 atomics.
 func u32(mem []byte, off int) *uint32 { return (*uint32)(unsafe.Pointer(&mem[off])) }
 func u64(mem []byte, off int) *uint64 { return (*uint64)(unsafe.Pointer(&mem[off])) }
+
+// Read returns the services of the table at path, read the way the C
+// reader does (the active slot under its sequence lock). It is for tests
+// and diagnosis; libdisco.so reads with shim/table.h.
+func Read(path string) ([]Service, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("shmtable: %w", err)
+	}
+	for range 64 {
+		services, seq, err := decode(b)
+		if err != nil {
+			return nil, err
+		}
+		// A file read is a copy: if the writer was in the slot, read again.
+		if seq&1 == 0 {
+			return services, nil
+		}
+		if b, err = os.ReadFile(path); err != nil {
+			return nil, fmt.Errorf("shmtable: %w", err)
+		}
+	}
+	return nil, errors.New("shmtable: the table kept changing while being read")
+}
+
+func decode(b []byte) ([]Service, uint64, error) {
+	if len(b) < HeaderSize || string(b[:8]) != Magic || binary.LittleEndian.Uint32(b[offVersion:]) != Version {
+		return nil, 0, errors.New("shmtable: not a table of this version")
+	}
+	slotSize := int(binary.LittleEndian.Uint64(b[offSlotSize:]))
+	active := int(binary.LittleEndian.Uint32(b[offActive:]) & 1)
+	if slotSize < SlotHeaderSize || HeaderSize+2*slotSize > len(b) {
+		return nil, 0, errors.New("shmtable: slot size does not fit the file")
+	}
+	slot := b[HeaderSize+active*slotSize : HeaderSize+(active+1)*slotSize]
+	seq := binary.LittleEndian.Uint64(slot[slotSeq:])
+	ns := int(binary.LittleEndian.Uint32(slot[slotNServices:]))
+	nb := int(binary.LittleEndian.Uint32(slot[slotNBackends:]))
+	so := int(binary.LittleEndian.Uint32(slot[slotServicesOff:]))
+	bo := int(binary.LittleEndian.Uint32(slot[slotBackendsOff:]))
+	if so+ns*ServiceSize > slotSize || bo+nb*BackendSize > slotSize {
+		return nil, seq | 1, nil
+	}
+	out := make([]Service, 0, ns)
+	for i := range ns {
+		e := slot[so+i*ServiceSize : so+(i+1)*ServiceSize]
+		name := string(e[:64])
+		if j := strings.IndexByte(name, 0); j >= 0 {
+			name = name[:j]
+		}
+		s := Service{Name: name}
+		if m := [4]byte(e[64:68]); m != [4]byte{} {
+			s.Magic = netip.AddrFrom4(m)
+		}
+		first := int(binary.LittleEndian.Uint32(e[68:]))
+		count := int(binary.LittleEndian.Uint32(e[72:]))
+		if first+count > nb {
+			return nil, seq | 1, nil
+		}
+		for k := first; k < first+count; k++ {
+			x := slot[bo+k*BackendSize : bo+(k+1)*BackendSize]
+			be := Backend{Port: binary.LittleEndian.Uint16(x[2:]), Weight: binary.LittleEndian.Uint32(x[4:])}
+			if x[0] == 4 {
+				be.Addr = netip.AddrFrom4([4]byte(x[8:12]))
+			} else {
+				be.Addr = netip.AddrFrom16([16]byte(x[8:24]))
+			}
+			s.Backends = append(s.Backends, be)
+		}
+		out = append(out, s)
+	}
+	return out, seq, nil
+}

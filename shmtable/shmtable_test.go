@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -73,6 +74,22 @@ func TestGoWritesCReads(t *testing.T) {
 	}
 	got := run(t, bin, "dump", path) + run(t, bin, "lookup", path, "web", "db", "nosuch", "we", "webx", "@127.77.220.68", "@127.77.0.9", "@127.77.0.1", "@10.0.1.5")
 	golden.Check(t, "dump.golden", []byte(got))
+
+	// The Go reader agrees.
+	back, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sample()
+	slices.SortFunc(want, func(a, b Service) int { return strings.Compare(a.Name, b.Name) })
+	for i := range want {
+		for j := range want[i].Backends {
+			want[i].Backends[j].Addr = want[i].Backends[j].Addr.Unmap()
+		}
+	}
+	if diff := cmp.Diff(want, back, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("Read (-want +got):\n%s", diff)
+	}
 
 	// A second publish replaces the first whole.
 	if err := w.Publish([]Service{{Name: "web", Magic: netip.MustParseAddr("127.77.220.68"), Backends: []Backend{{Addr: netip.MustParseAddr("10.9.9.9"), Port: 1, Weight: 1}}}}); err != nil {

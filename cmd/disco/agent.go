@@ -57,4 +57,7 @@ func agentFlags(f *pflag.FlagSet, cfg *agent.Config) {
 	f.DurationVar(&cfg.HoldWindow, "hold-window", cfg.HoldWindow, "how long a removal of more than half of a service's backends must be seen before it applies")
 	f.DurationVar(&cfg.LKGMaxAge, "lkg-max-age", cfg.LKGMaxAge, "oldest last-known-good state used at start")
 	f.DurationVar(&cfg.Refresh, "refresh", cfg.Refresh, "longest wait between looks of polling sources (dns-srv)")
+	f.StringVar(&cfg.Table, "table", cfg.Table, "the shared-memory table libdisco.so reads (empty: none)")
+	f.StringVar(&cfg.MagicRange, "magic-range", cfg.MagicRange, "IPv4 range services' magic addresses come from")
+	f.BoolVar(&cfg.DNSMagic, "dns-magic", cfg.DNSMagic, "answer A queries for service names with their magic addresses")
 }

@@ -20,10 +20,12 @@ type devConfig struct {
 	// AgentHTTP is the agent's status and metrics address; empty runs no
 	// agent.
 	AgentHTTP string `yaml:"agent-http"`
+	// Table is where the agent writes the shared-memory table.
+	Table string `yaml:"table"`
 }
 
 func newDevCmd(g *globals) *cobra.Command {
-	cfg := devConfig{Config: server.DefaultConfig(), AgentHTTP: agent.DefaultConfig().HTTP}
+	cfg := devConfig{Config: server.DefaultConfig(), AgentHTTP: agent.DefaultConfig().HTTP, Table: agent.DefaultConfig().Table}
 	cfg.DataDir = "" // a temporary directory unless given
 	cfg.Raft = ""    // in memory: one server, no raft port
 	cfg.RaftMultiplier = 1
@@ -60,6 +62,7 @@ what to try next.`,
 	f.StringVar(&file, "config", "", "YAML config file; keys are the flag names")
 	serverFlags(f, &cfg.Config)
 	f.StringVar(&cfg.AgentHTTP, "agent-http", cfg.AgentHTTP, "the agent's status and metrics address (empty: no agent)")
+	f.StringVar(&cfg.Table, "table", cfg.Table, "the shared-memory table the agent writes for libdisco.so (empty: none)")
 	return cmd
 }
 
@@ -92,6 +95,7 @@ func runDev(ctx context.Context, cfg devConfig, out io.Writer) error {
 		ac.StateDir = filepath.Join(cfg.DataDir, "agent")
 		ac.HTTP = cfg.AgentHTTP
 		ac.DNS.Addr = ""
+		ac.Table = cfg.Table
 		ac.Logger = cfg.Logger
 		if ag, err = agent.New(ac); err != nil {
 			l.Close()

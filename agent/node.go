@@ -1,0 +1,108 @@
+package agent
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+
+	"github.com/discotech/disco/catalog"
+	"github.com/discotech/disco/guard"
+	"github.com/discotech/disco/magicip"
+	"github.com/discotech/disco/shmtable"
+)
+
+// view is what the node serves of one guard table: the table, and the magic
+// address of each of its services.
+type view struct {
+	table *guard.Table
+	magic *magicip.Allocation
+}
+
+// node turns each guard table into what the node's programs use: magic
+// addresses, the shared-memory table, and (through the agent's DNS and the
+// fallback proxy) answers in terms of both.
+type node struct {
+	a       *Agent
+	magic   netip.Prefix
+	writer  *shmtable.Writer // nil when the table is off
+	current atomic.Pointer[view]
+}
+
+// follow rebuilds the view at every change of the guard's table until ctx
+// is done.
+func (n *node) follow(ctx context.Context) {
+	defer func() {
+		if n.writer != nil {
+			n.writer.Close()
+		}
+	}()
+	var published uint64
+	for {
+		changed := n.a.guard.Changed()
+		t := n.a.guard.Table()
+		if t.Version != published {
+			n.update(t)
+			published = t.Version
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+func (n *node) update(t *guard.Table) {
+	names := make([]string, 0, len(t.Services))
+	for name := range t.Services {
+		names = append(names, name)
+	}
+	alloc, err := magicip.Allocate(n.magic, names)
+	if err != nil {
+		// More services than addresses: keep the last view rather than
+		// give some services nothing. (65,534 in the default range.)
+		n.a.log.Error("agent: magic addresses", "err", err)
+		return
+	}
+	n.current.Store(&view{table: t, magic: alloc})
+	if n.writer == nil {
+		return
+	}
+	services := make([]shmtable.Service, 0, len(names))
+	slices.Sort(names)
+	for _, name := range names {
+		s := shmtable.Service{Name: name}
+		s.Magic, _ = alloc.Addr(name)
+		for _, in := range t.Services[name] {
+			if b, ok := backend(in); ok {
+				s.Backends = append(s.Backends, b)
+			}
+		}
+		services = append(services, s)
+	}
+	if err := n.writer.Publish(services); err != nil {
+		n.a.log.Error("agent: publishing the shared-memory table", "err", err)
+	}
+}
+
+// backend is an instance as the table holds it: only an IP address can be
+// connected to without a lookup, so an instance registered with a host name
+// is left out of the table (DNS SRV still names it).
+func backend(in *catalog.Instance) (shmtable.Backend, bool) {
+	addr, err := netip.ParseAddr(in.Address)
+	if err != nil || in.Port < 1 || in.Port > 65535 {
+		return shmtable.Backend{}, false
+	}
+	return shmtable.Backend{Addr: addr.Unmap(), Port: uint16(in.Port), Weight: uint32(in.Weight)}, true
+}
+
+// magicOf is the agent DNS's MagicIP: the service's magic address, when the
+// node has one for it.
+func (n *node) magicOf(service string) (netip.Addr, bool) {
+	v := n.current.Load()
+	if v == nil {
+		return netip.Addr{}, false
+	}
+	return v.magic.Addr(service)
+}
