@@ -54,6 +54,10 @@ type Config struct {
 	// DNSMagic answers A queries for a service's name with its magic
 	// address, so connections land on the node's interception.
 	DNSMagic bool `yaml:"dns-magic"`
+	// Proxy runs the fallback TCP proxy on the magic addresses, on every
+	// port a service's backends declare and on ProxyPorts.
+	Proxy      bool  `yaml:"proxy"`
+	ProxyPorts []int `yaml:"proxy-port"`
 	// DNS answers the agent's table; an empty DNS.Addr turns it off.
 	DNS dnsserver.Config `yaml:",inline"`
 
@@ -73,6 +77,8 @@ func DefaultConfig() Config {
 		Refresh:    30 * time.Second,
 		Table:      shmtable.DefaultPath,
 		MagicRange: magicip.DefaultRange.String(),
+		DNSMagic:   true,
+		Proxy:      true,
 		DNS:        d,
 	}
 }
@@ -87,6 +93,11 @@ func (c *Config) Validate() error {
 	}
 	if c.HoldWindow < 0 || c.LKGMaxAge < 0 || c.Refresh < time.Second {
 		return fmt.Errorf("agent: hold-window and lkg-max-age must not be negative, and refresh must be at least 1s (got %s, %s, %s)", c.HoldWindow, c.LKGMaxAge, c.Refresh)
+	}
+	for _, p := range c.ProxyPorts {
+		if p < 1 || p > 65535 {
+			return fmt.Errorf("agent: proxy-port %d: want 1-65535", p)
+		}
 	}
 	r, err := netip.ParsePrefix(c.MagicRange)
 	if err != nil {
@@ -147,6 +158,13 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.guard = g
 	a.node = &node{a: a, magic: netip.MustParsePrefix(cfg.MagicRange)}
+	if cfg.Proxy {
+		f := &fallback{n: a.node, timeout: 5 * time.Second, m: newFallbackMetrics(a.reg), listeners: map[netip.AddrPort]*listener{}}
+		for _, p := range cfg.ProxyPorts {
+			f.extra = append(f.extra, uint16(p))
+		}
+		a.node.proxy = f
+	}
 	if cfg.DNS.Addr != "" {
 		dc := cfg.DNS
 		dc.Logger, dc.Registerer = cfg.Logger, a.reg

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -182,5 +183,99 @@ func TestNodeViewTableAndMagicDNS(t *testing.T) {
 	_, srvs, err := r.LookupSRV(ctx, "web", "tcp", "service.disco")
 	if err != nil || len(srvs) != 2 {
 		t.Errorf("SRV still names the backends: %v, %v", srvs, err)
+	}
+}
+
+// TestFallbackProxy: a program that cannot be preloaded connects to a
+// service's magic address on a backend's port and lands on a backend chosen
+// by weight; a backend that refuses connections costs no failed connection;
+// a drained backend gets none.
+func TestFallbackProxy(t *testing.T) {
+	// Three backends answering their own names, and a port nothing listens on.
+	var ports []int
+	for _, name := range []string{"b1", "b2", "drained"} {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			for {
+				c, err := l.Accept()
+				if err != nil {
+					return
+				}
+				io.WriteString(c, name)
+				c.Close()
+			}
+		}()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	dead, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadPort := dead.Addr().(*net.TCPAddr).Port
+	dead.Close()
+
+	path := filepath.Join(t.TempDir(), "s.yaml")
+	os.WriteFile(path, []byte(fmt.Sprintf(`services:
+  pxy:
+    - {id: b1, address: 127.0.0.1, port: %d, weight: 100}
+    - {id: b2, address: 127.0.0.1, port: %d, weight: 100}
+    - {id: drained, address: 127.0.0.1, port: %d, weight: 0}
+    - {id: refuses, address: 127.0.0.1, port: %d, weight: 100}
+`, ports[0], ports[1], ports[2], deadPort)), 0o644)
+	cfg := DefaultConfig()
+	cfg.Sources = []string{"file://" + path}
+	cfg.StateDir = t.TempDir()
+	cfg.HTTP = "127.0.0.1:0"
+	cfg.DNS.Addr = ""
+	cfg.Table = ""
+	cfg.MagicRange = "127.78.0.0/16" // away from any agent running on this machine
+	cfg.ProxyPorts = []int{18080}
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := a.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Serve(ctx, l); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	var magic netip.Addr
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if m, ok := a.node.magicOf("pxy"); ok {
+			if c, err := net.Dial("tcp", netip.AddrPortFrom(m, 18080).String()); err == nil {
+				c.Close()
+				magic = m
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the fallback proxy did not come up")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	seen := map[string]int{}
+	for i := range 60 {
+		// Every listening port of the service works, whichever backend's.
+		port := []int{18080, ports[0], ports[1], ports[2]}[i%4]
+		c, err := net.Dial("tcp", netip.AddrPortFrom(magic, uint16(port)).String())
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		b, err := io.ReadAll(c)
+		c.Close()
+		if err != nil || len(b) == 0 {
+			t.Fatalf("connection %d: read %q, %v", i, b, err)
+		}
+		seen[string(b)]++
+	}
+	if seen["b1"] == 0 || seen["b2"] == 0 || seen["drained"] != 0 || len(seen) != 2 {
+		t.Errorf("backends seen: %v", seen)
 	}
 }

@@ -26,6 +26,7 @@ type node struct {
 	a       *Agent
 	magic   netip.Prefix
 	writer  *shmtable.Writer // nil when the table is off
+	proxy   *fallback        // nil when the fallback proxy is off
 	current atomic.Pointer[view]
 }
 
@@ -35,6 +36,9 @@ func (n *node) follow(ctx context.Context) {
 	defer func() {
 		if n.writer != nil {
 			n.writer.Close()
+		}
+		if n.proxy != nil {
+			n.proxy.close()
 		}
 	}()
 	var published uint64
@@ -65,7 +69,11 @@ func (n *node) update(t *guard.Table) {
 		n.a.log.Error("agent: magic addresses", "err", err)
 		return
 	}
-	n.current.Store(&view{table: t, magic: alloc})
+	v := &view{table: t, magic: alloc}
+	n.current.Store(v)
+	if n.proxy != nil {
+		n.proxy.sync(v)
+	}
 	if n.writer == nil {
 		return
 	}

@@ -28,7 +28,7 @@ func startAgent(t *testing.T, stateDir string, args ...string) *agentProc {
 	t.Helper()
 	a := &agentProc{http: freePort(t), dns: freeDNSPort(t)}
 	a.proc = run(t, append([]string{"agent", "--state-dir", stateDir, "--http", a.http, "--dns", a.dns, "--hold-window", "3s",
-		"--table", filepath.Join(t.TempDir(), "disco.table")}, args...)...)
+		"--table", filepath.Join(t.TempDir(), "disco.table"), "--dns-magic=false", "--proxy=false"}, args...)...)
 	waitReady(t, a.http, a.proc)
 	return a
 }

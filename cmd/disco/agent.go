@@ -60,4 +60,6 @@ func agentFlags(f *pflag.FlagSet, cfg *agent.Config) {
 	f.StringVar(&cfg.Table, "table", cfg.Table, "the shared-memory table libdisco.so reads (empty: none)")
 	f.StringVar(&cfg.MagicRange, "magic-range", cfg.MagicRange, "IPv4 range services' magic addresses come from")
 	f.BoolVar(&cfg.DNSMagic, "dns-magic", cfg.DNSMagic, "answer A queries for service names with their magic addresses")
+	f.BoolVar(&cfg.Proxy, "proxy", cfg.Proxy, "run the fallback TCP proxy on the magic addresses")
+	f.IntSliceVar(&cfg.ProxyPorts, "proxy-port", cfg.ProxyPorts, "extra ports the fallback proxy listens on for every service (repeatable)")
 }
