@@ -649,3 +649,35 @@ func TestCancelEndsAWaitingQuery(t *testing.T) {
 		t.Errorf("%d events reported, want none: %+v", n, rec.since(0))
 	}
 }
+
+// TestAdditionalSectionCutShort: dnsmasq fills the additional section only
+// as far as the UDP buffer allows and leaves the rest out without TC, so a
+// full-looking answer gives only some of a target's addresses. The source
+// must ask for the targets' addresses itself then, and find all of them.
+func TestAdditionalSectionCutShort(t *testing.T) {
+	t.Parallel()
+	var lines, want []string
+	for i := range 10 {
+		target := fmt.Sprintf("t%d.example.com", i)
+		lines = append(lines, fmt.Sprintf("srv-host=_cut._tcp.example.com,%s,9000,0,10", target))
+		for j := range 15 {
+			ip := fmt.Sprintf("10.2.%d.%d", i, j+1)
+			lines = append(lines, fmt.Sprintf("host-record=%s,%s", target, ip))
+			want = append(want, fmt.Sprintf("t%d-example-com-9000-%s %s:9000 w=1 passing", i, strings.ReplaceAll(ip, ".", "-"), ip))
+		}
+	}
+	slices.Sort(want)
+	d := startDNSMasq(t, lines...)
+
+	// The premise: dnsmasq's UDP answer is not truncated but lacks some
+	// addresses.
+	q := new(dns.Msg)
+	q.SetQuestion("_cut._tcp.example.com.", dns.TypeSRV)
+	q.SetEdns0(ednsSize, false)
+	r, _, err := (&dns.Client{}).Exchange(q, d.addr())
+	if err != nil || r.Truncated || len(r.Extra) >= 150 {
+		t.Fatalf("dnsmasq's UDP answer: %v, truncated %v, %d additional records; the test expects a silently cut section", err, r != nil && r.Truncated, len(r.Extra))
+	}
+	rec := run(t, "dns-srv://"+d.addr()+"/_cut._tcp.example.com", source.Options{})
+	waitUpdate(t, rec, 20*time.Second, map[string][]string{"cut": want})
+}

@@ -175,6 +175,13 @@ func (lk *lookup) srv(fqdn string, r *dns.Msg) ([]record, map[string][]netip.Add
 		targets[rec.target] = true
 	}
 	addrs := map[string][]netip.Addr{}
+	if r.Len() > ednsSize*3/4 {
+		// A server may leave additional records out of an answer that
+		// nears the buffer without setting TC (RFC 2181 §9; dnsmasq does),
+		// so a target's addresses here may be only some of them: ask for
+		// every target's instead.
+		return recs, addrs
+	}
 	for _, rr := range r.Extra {
 		owner := strings.ToLower(rr.Header().Name)
 		if !targets[owner] {
