@@ -26,6 +26,7 @@ check:
 	@grep -qx 'go 1.26' go.mod || { echo "go.mod must say 'go 1.26' (Go 1.26 is the ceiling); pick module versions that allow it"; exit 1; }
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 	$(GO) vet ./...
 
 unit:
