@@ -16,20 +16,21 @@ import (
 	"github.com/discotech/disco/agent"
 	"github.com/discotech/disco/catalog"
 	"github.com/discotech/disco/client"
+	"github.com/discotech/disco/internal/testpeer"
 )
 
 // agentProc is a running disco agent.
 type agentProc struct {
-	*proc
+	*testpeer.Process
 	http, dns string
 }
 
 func startAgent(t *testing.T, stateDir string, args ...string) *agentProc {
 	t.Helper()
-	a := &agentProc{http: freePort(t), dns: freeDNSPort(t)}
-	a.proc = run(t, append([]string{"agent", "--state-dir", stateDir, "--http", a.http, "--dns", a.dns, "--hold-window", "3s",
+	a := &agentProc{http: testpeer.FreePort(t), dns: testpeer.FreeUDPTCPPort(t)}
+	a.Process = run(t, append([]string{"agent", "--state-dir", stateDir, "--http", a.http, "--dns", a.dns, "--hold-window", "3s",
 		"--table", filepath.Join(t.TempDir(), "disco.table"), "--dns-magic=false", "--proxy=false"}, args...)...)
-	waitReady(t, a.http, a.proc)
+	waitReady(t, a.http, a.Process)
 	return a
 }
 
@@ -69,7 +70,7 @@ func (a *agentProc) backends(t *testing.T, service string) string {
 
 func (a *agentProc) waitBackends(t *testing.T, service, want string) {
 	t.Helper()
-	waitUntil(t, fmt.Sprintf("the agent's %s to be %q (it is %q)", service, want, a.backends(t, service)), func() bool { return a.backends(t, service) == want })
+	testpeer.WaitUntil(t, fmt.Sprintf("the agent's %s to be %q (it is %q)", service, want, a.backends(t, service)), patience, func() bool { return a.backends(t, service) == want })
 }
 
 // lookup asks the agent's DNS for a service's addresses.
@@ -102,7 +103,7 @@ func ids(n int) string {
 // registry is down, and checks what the agent serves after each.
 func TestAgentGuardsAgainstItsSource(t *testing.T) {
 	dataDir, stateDir := t.TempDir(), t.TempDir()
-	httpAddr, raftAddr := freePort(t), freePort(t)
+	httpAddr, raftAddr := testpeer.FreePort(t), testpeer.FreePort(t)
 	srv := startServer(t, dataDir, httpAddr, raftAddr)
 	c, err := client.New(httpAddr, nil)
 	if err != nil {
@@ -121,22 +122,23 @@ func TestAgentGuardsAgainstItsSource(t *testing.T) {
 	}
 
 	// The state is on disk within the write delay (1s) of a change.
-	waitUntil(t, "the last-known-good state to be written", func() bool {
+	testpeer.WaitUntil(t, "the last-known-good state to be written", patience, func() bool {
 		return metric(t, ag.http, `disco_guard_lkg_writes_total{result="ok"}`) >= 1
 	})
 
 	// The registry is killed: the agent keeps serving all ten, and says the
 	// source is unhealthy.
-	srv.kill9(t)
-	waitUntil(t, "the agent to see its source fail", func() bool { return !ag.status(t).Sources[0].Healthy })
+	if !srv.Kill9() {
+		t.Fatal("the registry had exited before kill -9")
+	}
+	testpeer.WaitUntil(t, "the agent to see its source fail", patience, func() bool { return !ag.status(t).Sources[0].Healthy })
 	if got := ag.backends(t, "web"); got != ids(10) {
 		t.Fatalf("after the registry died the agent serves %q", got)
 	}
 
 	// The agent restarts while the registry is still down: the state from
 	// disk, answered over DNS too.
-	ag.cmd.Process.Kill()
-	<-ag.done
+	ag.Kill9()
 	ag = startAgent(t, stateDir, "--source", "disco+http://"+httpAddr)
 	if got := ag.backends(t, "web"); got != ids(10) {
 		t.Fatalf("restarted with the registry down, the agent serves %q", got)
@@ -156,7 +158,7 @@ func TestAgentGuardsAgainstItsSource(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitUntil(t, "a hold", func() bool { return len(ag.status(t).Holds) == 1 })
+	testpeer.WaitUntil(t, "a hold", patience, func() bool { return len(ag.status(t).Holds) == 1 })
 	if got := ag.backends(t, "web"); !strings.Contains(got, "w10(held)") || !strings.Contains(got, "w1 ") {
 		t.Fatalf("during the hold the agent serves %q", got)
 	}
@@ -191,7 +193,7 @@ func TestAgentKeepsAFileSourcesLastGoodReading(t *testing.T) {
 	ag := startAgent(t, t.TempDir(), "--source", "file://"+path)
 	ag.waitBackends(t, "web", "w1 w2")
 	os.WriteFile(path, []byte("services:\n  web: [ {id: w1, addr"), 0o644)
-	waitUntil(t, "the agent to see its source fail", func() bool { return !ag.status(t).Sources[0].Healthy })
+	testpeer.WaitUntil(t, "the agent to see its source fail", patience, func() bool { return !ag.status(t).Sources[0].Healthy })
 	if got := ag.backends(t, "web"); got != "w1 w2" {
 		t.Fatalf("after the file turned malformed the agent serves %q", got)
 	}

@@ -11,14 +11,15 @@ import (
 
 	"github.com/discotech/disco/catalog"
 	"github.com/discotech/disco/client"
+	"github.com/discotech/disco/internal/testpeer"
 )
 
 // TestDNSWithRealClients asks disco server's DNS with dig and kdig, over
 // UDP and TCP, and with Go's resolver, after registering through the API.
 func TestDNSWithRealClients(t *testing.T) {
-	dig, kdig := need(t, "dig"), need(t, "kdig")
-	httpAddr, dnsAddr := freePort(t), freeDNSPort(t)
-	startServer(t, t.TempDir(), httpAddr, freePort(t), "--dns", dnsAddr, "--dns-domain", "disco,consul")
+	dig, kdig := testpeer.Need(t, "dig"), testpeer.Need(t, "kdig")
+	httpAddr, dnsAddr := testpeer.FreePort(t), testpeer.FreeUDPTCPPort(t)
+	startServer(t, t.TempDir(), httpAddr, testpeer.FreePort(t), "--dns", dnsAddr, "--dns-domain", "disco,consul")
 	c, err := client.New(httpAddr, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -136,16 +137,6 @@ func TestDNSWithRealClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect("dig A after deregistering w3", lines(digAt("+short", "web.service.disco")), "10.0.1.5", "10.0.1.6")
-}
-
-// need finds a program the test cannot do without; .ci/deps installs it.
-func need(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s is not installed: run .ci/deps (make test does) to install it", name)
-	}
-	return p
 }
 
 func head(s string) string {

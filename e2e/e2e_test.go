@@ -3,24 +3,21 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/discotech/disco/catalog"
 	"github.com/discotech/disco/client"
+	"github.com/discotech/disco/internal/testpeer"
 )
 
 // disco is the binary under test, built once by TestMain.
@@ -44,98 +41,37 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freePort returns a loopback address nothing listens on right now.
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// proc is a running disco process.
-type proc struct {
-	cmd    *exec.Cmd
-	stderr *bytes.Buffer
-	done   chan struct{}
-}
+// patience bounds every wait for the processes under test.
+const patience = 30 * time.Second
 
 // run starts disco with args, stopped (SIGKILL) at the end of the test.
-func run(t *testing.T, args ...string) *proc {
+func run(t *testing.T, args ...string) *testpeer.Process {
 	t.Helper()
-	p := &proc{cmd: exec.Command(disco, args...), stderr: &bytes.Buffer{}, done: make(chan struct{})}
-	p.cmd.Stderr = p.stderr
-	p.cmd.Stdout = p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("disco %s output:\n%s", strings.Join(args, " "), p.stderr)
-		}
-	})
-	return p
-}
-
-func (p *proc) kill9(t *testing.T) {
-	t.Helper()
-	if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-p.done
+	return testpeer.Start(t, disco, args...)
 }
 
 // waitReady polls /readyz until it answers 200.
-func waitReady(t *testing.T, addr string, p *proc) {
+func waitReady(t *testing.T, addr string, p *testpeer.Process) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var last error
+	err := p.WaitReady(patience, func() bool {
 		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		select {
-		case <-p.done:
-			t.Fatalf("disco exited before it was ready:\n%s", p.stderr)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready after 30s (last error %v)", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// freeDNSPort returns a loopback address free on UDP and TCP alike.
-func freeDNSPort(t *testing.T) string {
-	t.Helper()
-	for range 10 {
-		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 		if err != nil {
-			t.Fatal(err)
+			last = err
+			return false
 		}
-		l, err := net.Listen("tcp", pc.LocalAddr().String())
-		pc.Close()
-		if err == nil {
-			l.Close()
-			return pc.LocalAddr().String()
-		}
+		resp.Body.Close()
+		last = fmt.Errorf("status %s", resp.Status)
+		return resp.StatusCode == 200
+	})
+	if err != nil {
+		t.Fatalf("%v\n(last error %v)", err, last)
 	}
-	t.Fatal("no loopback port free on both UDP and TCP")
-	return ""
 }
 
-func startServer(t *testing.T, dataDir, httpAddr, raftAddr string, args ...string) *proc {
+func startServer(t *testing.T, dataDir, httpAddr, raftAddr string, args ...string) *testpeer.Process {
 	if !slices.Contains(args, "--dns") {
-		args = append(args, "--dns", freeDNSPort(t))
+		args = append(args, "--dns", testpeer.FreeUDPTCPPort(t))
 	}
 	p := run(t, append([]string{"server", "--data-dir", dataDir, "--http", httpAddr, "--raft", raftAddr, "--raft-multiplier", "1"}, args...)...)
 	waitReady(t, httpAddr, p)
@@ -147,7 +83,7 @@ func startServer(t *testing.T, dataDir, httpAddr, raftAddr string, args ...strin
 // restarted server has every one of them.
 func TestAcknowledgedWritesSurviveKill9(t *testing.T) {
 	dataDir := t.TempDir()
-	httpAddr, raftAddr := freePort(t), freePort(t)
+	httpAddr, raftAddr := testpeer.FreePort(t), testpeer.FreePort(t)
 	p := startServer(t, dataDir, httpAddr, raftAddr)
 	c, err := client.New(httpAddr, nil)
 	if err != nil {
@@ -173,7 +109,9 @@ func TestAcknowledgedWritesSurviveKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	delete(want, "w0")
-	p.kill9(t)
+	if !p.Kill9() {
+		t.Fatal("the server had exited before kill -9")
+	}
 
 	startServer(t, dataDir, httpAddr, raftAddr)
 	got, _, err := c.Instances(ctx, "web", client.Query{})
@@ -207,8 +145,8 @@ func TestAcknowledgedWritesSurviveKill9(t *testing.T) {
 // TestCLIAgainstServer runs the client commands against disco dev, as the
 // README shows them.
 func TestCLIAgainstServer(t *testing.T) {
-	httpAddr := freePort(t)
-	p := run(t, "dev", "--http", httpAddr, "--dns", freeDNSPort(t), "--agent-http", freePort(t), "--table", filepath.Join(t.TempDir(), "disco.table"))
+	httpAddr := testpeer.FreePort(t)
+	p := run(t, "dev", "--http", httpAddr, "--dns", testpeer.FreeUDPTCPPort(t), "--agent-http", testpeer.FreePort(t), "--table", filepath.Join(t.TempDir(), "disco.table"))
 	waitReady(t, httpAddr, p)
 	cli := func(args ...string) string {
 		t.Helper()
@@ -220,14 +158,8 @@ func TestCLIAgainstServer(t *testing.T) {
 	}
 
 	// disco watch prints changes as they happen.
-	watch := exec.Command(disco, "--server", httpAddr, "watch", "web")
-	watched := &lockedBuffer{}
-	watch.Stdout = watched
-	if err := watch.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer watch.Process.Kill()
-	waitUntil(t, "disco watch to sync", func() bool { return strings.Contains(watched.String(), "synced") })
+	watch := run(t, "--server", httpAddr, "watch", "web")
+	testpeer.WaitUntil(t, "disco watch to sync", patience, func() bool { return strings.Contains(watch.Output(), "synced") })
 
 	out := cli("register", "web", "10.0.1.5:8080", "--tag", "v1", "--meta", "version=2.1.0")
 	if !strings.Contains(out, "registered web/web-10-0-1-5-8080 at 10.0.1.5:8080 (passing)") {
@@ -252,10 +184,10 @@ func TestCLIAgainstServer(t *testing.T) {
 		t.Errorf("bad register: err %v, output %q", err, bad)
 	}
 
-	waitUntil(t, "disco watch to print the deregistration", func() bool { return strings.Contains(watched.String(), "delete   web/w2") })
+	testpeer.WaitUntil(t, "disco watch to print the deregistration", patience, func() bool { return strings.Contains(watch.Output(), "delete   web/w2") })
 	for _, line := range []string{"snapshot web: 0 instances", "synced", "put      web/web-10-0-1-5-8080 10.0.1.5:8080 passing", "put      web/w2 10.0.1.6:8080 passing weight=0"} {
-		if !strings.Contains(watched.String(), line) {
-			t.Errorf("disco watch output lacks %q:\n%s", line, watched.String())
+		if !strings.Contains(watch.Output(), line) {
+			t.Errorf("disco watch output lacks %q:\n%s", line, watch.Output())
 		}
 	}
 }
@@ -264,39 +196,27 @@ func TestCLIAgainstServer(t *testing.T) {
 // with a TTL in the foreground, checks the instance stays passing across
 // several TTLs, then interrupts it and checks it deregistered.
 func TestRegisterKeepsHeartbeatingAndDeregistersOnSignal(t *testing.T) {
-	httpAddr := freePort(t)
-	p := run(t, "dev", "--http", httpAddr, "--dns", freeDNSPort(t), "--agent-http", freePort(t), "--table", filepath.Join(t.TempDir(), "disco.table"))
+	httpAddr := testpeer.FreePort(t)
+	p := run(t, "dev", "--http", httpAddr, "--dns", testpeer.FreeUDPTCPPort(t), "--agent-http", testpeer.FreePort(t), "--table", filepath.Join(t.TempDir(), "disco.table"))
 	waitReady(t, httpAddr, p)
 	reg := run(t, "--server", httpAddr, "register", "web", "10.0.1.5:8080", "--id", "w1", "--ttl", "5s")
 	c, _ := client.New(httpAddr, nil)
 	ctx := context.Background()
 	var first *catalog.Instance
-	waitUntil(t, "the instance to be passing", func() bool {
+	testpeer.WaitUntil(t, "the instance to be passing", patience, func() bool {
 		in, err := c.Instance(ctx, "web", "w1")
 		first = in
 		return err == nil && in.Status == catalog.Passing
 	})
 	// Heartbeats arrive (the server counts them) and the status never moves.
-	waitUntil(t, "three heartbeats", func() bool { return metric(t, httpAddr, `disco_lease_heartbeats_total{result="renewed"}`) >= 3 })
+	testpeer.WaitUntil(t, "three heartbeats", patience, func() bool { return metric(t, httpAddr, `disco_lease_heartbeats_total{result="renewed"}`) >= 3 })
 	if in, err := c.Instance(ctx, "web", "w1"); err != nil || in.Status != catalog.Passing || in.ModifyIndex != first.ModifyIndex {
 		t.Fatalf("after three heartbeats: %+v %v; want passing at unchanged index %d", in, err, first.ModifyIndex)
 	}
-	reg.cmd.Process.Signal(os.Interrupt)
-	<-reg.done
+	reg.Signal(os.Interrupt)
+	<-reg.Done()
 	if _, err := c.Instance(ctx, "web", "w1"); err == nil {
 		t.Error("instance still registered after disco register was interrupted")
-	}
-}
-
-// waitUntil polls cond until it holds, failing after 30s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -317,22 +237,4 @@ func metric(t *testing.T, addr, series string) float64 {
 		}
 	}
 	return 0
-}
-
-// lockedBuffer is a bytes.Buffer a process writes while the test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -207,6 +207,16 @@ func SortInstances(ins []*catalog.Instance) {
 	slices.SortFunc(ins, func(a, b *catalog.Instance) int { return strings.Compare(a.ID, b.ID) })
 }
 
+// CloneInstances returns deep copies of ins, for a report the sink may keep
+// while the source goes on changing its own.
+func CloneInstances(ins []*catalog.Instance) []*catalog.Instance {
+	out := make([]*catalog.Instance, len(ins))
+	for i, in := range ins {
+		out[i] = in.Clone()
+	}
+	return out
+}
+
 func jitter(d time.Duration) time.Duration {
 	return d - d/5 + time.Duration(rand.Int64N(int64(d/5)*2+1))
 }

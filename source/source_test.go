@@ -80,3 +80,44 @@ func TestNormalize(t *testing.T) {
 		}
 	}
 }
+
+func TestLogOnce(t *testing.T) {
+	var l LogOnce
+	for i, step := range []struct {
+		note, problem string
+		forget        func(*LogOnce)
+		want          bool
+	}{
+		{note: "/a", problem: "bad json", want: true},
+		{note: "/a", problem: "bad json", want: false},   // the same again: quiet
+		{note: "/a/b", problem: "bad json", want: true},  // another item
+		{note: "/a", problem: "no port", want: true},     // another problem
+		{note: "/a", problem: "bad json", want: true},    // and back
+		{forget: func(l *LogOnce) { l.Forget("/a") }},    // good again
+		{note: "/a", problem: "bad json", want: true},    // bad again: news
+		{note: "/a/b", problem: "bad json", want: false}, // untouched by Forget("/a")
+		{forget: func(l *LogOnce) { l.ForgetFunc(func(item string) bool { return strings.HasPrefix(item, "/a/") }) }},
+		{note: "/a/b", problem: "bad json", want: true},
+		{note: "/a", problem: "bad json", want: false},
+	} {
+		if step.forget != nil {
+			step.forget(&l)
+			continue
+		}
+		if got := l.Note(step.note, step.problem); got != step.want {
+			t.Errorf("step %d: Note(%q, %q) = %v, want %v", i, step.note, step.problem, got, step.want)
+		}
+	}
+}
+
+func TestCloneInstancesSharesNothing(t *testing.T) {
+	ins := []*catalog.Instance{{Service: "web", ID: "w1", Address: "10.0.1.5", Port: 80, Tags: []string{"v1"}, Meta: map[string]string{"k": "v"}}}
+	c := CloneInstances(ins)
+	if len(c) != 1 || c[0] == ins[0] || c[0].ID != "w1" || c[0].Tags[0] != "v1" || c[0].Meta["k"] != "v" {
+		t.Fatalf("CloneInstances = %+v", c)
+	}
+	c[0].Tags[0], c[0].Meta["k"] = "v2", "x"
+	if ins[0].Tags[0] != "v1" || ins[0].Meta["k"] != "v" {
+		t.Errorf("the clone shares with the original: %+v", ins[0])
+	}
+}

@@ -99,10 +99,7 @@ func TestFollowsTheRegistryAcrossARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec := sourcetest.NewRecorder()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { src.Run(ctx, rec); close(done) }()
-	defer func() { cancel(); <-done }()
+	sourcetest.Run(t, src, rec)
 
 	rec.WaitState(t, strings.Join([]string{
 		"db/d1 10.0.2.1:8080 passing weight=100",

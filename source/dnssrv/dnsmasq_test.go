@@ -1,14 +1,12 @@
 package dnssrv
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -22,7 +20,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/miekg/dns"
 
+	"github.com/discotech/disco/internal/testpeer"
 	"github.com/discotech/disco/source"
+	"github.com/discotech/disco/source/sourcetest"
 )
 
 // These tests ask a real dnsmasq, started by each test on a port of its own.
@@ -32,13 +32,12 @@ import (
 
 // dnsmasq is a dnsmasq the test started.
 type dnsmasq struct {
-	t      *testing.T
-	port   int
-	conf   string // its configuration file
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	done   chan struct{} // closed when cmd has exited
-	stderr *bytes.Buffer
+	t        *testing.T
+	bin      string // the dnsmasq program
+	hostport string // where it listens, UDP and TCP
+	conf     string // its configuration file
+	mu       sync.Mutex
+	proc     *testpeer.Process // nil while stopped
 }
 
 // startDNSMasq starts dnsmasq with the given configuration lines (as in
@@ -46,19 +45,13 @@ type dnsmasq struct {
 // stops it when the test ends.
 func startDNSMasq(t *testing.T, lines ...string) *dnsmasq {
 	t.Helper()
-	if _, err := exec.LookPath("dnsmasq"); err != nil {
-		if _, err := os.Stat("/usr/sbin/dnsmasq"); err != nil {
-			t.Fatal("dnsmasq is not installed; run .ci/deps")
-		}
-	}
-	d := &dnsmasq{t: t, conf: filepath.Join(t.TempDir(), "dnsmasq.conf")}
-	t.Cleanup(d.stop)
+	d := &dnsmasq{t: t, bin: testpeer.Need(t, "dnsmasq"), conf: filepath.Join(t.TempDir(), "dnsmasq.conf")}
 	for range 5 { // another process may take the port before dnsmasq does
-		d.port = freePort(t)
+		d.hostport = testpeer.FreeUDPTCPPort(t)
 		if err := d.start(lines); err == nil {
 			return d
 		} else {
-			t.Logf("dnsmasq on port %d: %v", d.port, err)
+			t.Logf("dnsmasq on %s: %v", d.hostport, err)
 		}
 	}
 	t.Fatal("could not start dnsmasq")
@@ -66,12 +59,13 @@ func startDNSMasq(t *testing.T, lines ...string) *dnsmasq {
 }
 
 // addr is where dnsmasq listens.
-func (d *dnsmasq) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(d.port)) }
+func (d *dnsmasq) addr() string { return d.hostport }
 
-// start runs dnsmasq with lines on d.port and waits until it answers.
+// start runs dnsmasq with lines on d's port and waits until it answers.
 func (d *dnsmasq) start(lines []string) error {
+	_, port, _ := net.SplitHostPort(d.hostport)
 	conf := append([]string{
-		"port=" + strconv.Itoa(d.port),
+		"port=" + port,
 		"listen-address=127.0.0.1",
 		"bind-interfaces",
 		"no-resolv",
@@ -83,50 +77,28 @@ func (d *dnsmasq) start(lines []string) error {
 	if err := os.WriteFile(d.conf, []byte(strings.Join(conf, "\n")+"\n"), 0o644); err != nil {
 		return err
 	}
-	bin, err := exec.LookPath("dnsmasq")
-	if err != nil {
-		bin = "/usr/sbin/dnsmasq"
-	}
-	cmd := exec.Command(bin, "--keep-in-foreground", "--pid-file=", "-C", d.conf)
-	stderr := new(bytes.Buffer)
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	d.mu.Lock()
-	d.cmd, d.done, d.stderr = cmd, done, stderr
-	d.mu.Unlock()
-
+	p := testpeer.Start(d.t, d.bin, "--keep-in-foreground", "--pid-file=", "-C", d.conf)
 	q := new(dns.Msg)
 	q.SetQuestion("ready.example.com.", dns.TypeA)
 	c := &dns.Client{Timeout: 100 * time.Millisecond}
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-done:
-			return fmt.Errorf("dnsmasq exited: %s", stderr)
-		default:
-		}
-		if _, _, err := c.Exchange(q, d.addr()); err == nil {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := p.WaitReady(10*time.Second, func() bool { _, _, err := c.Exchange(q, d.addr()); return err == nil }); err != nil {
+		p.Kill9()
+		return err
 	}
-	d.stop()
-	return fmt.Errorf("dnsmasq did not answer within 10s: %s", stderr)
+	d.mu.Lock()
+	d.proc = p
+	d.mu.Unlock()
+	return nil
 }
 
 // stop kills dnsmasq and waits until it is gone.
 func (d *dnsmasq) stop() {
 	d.mu.Lock()
-	cmd, done := d.cmd, d.done
-	d.cmd = nil
+	p := d.proc
+	d.proc = nil
 	d.mu.Unlock()
-	if cmd != nil {
-		cmd.Process.Kill()
-		<-done
+	if p != nil {
+		p.Kill9()
 	}
 }
 
@@ -134,7 +106,7 @@ func (d *dnsmasq) stop() {
 func (d *dnsmasq) restart(lines ...string) {
 	d.t.Helper()
 	d.stop()
-	// Another test's freePort may hold the port for a moment.
+	// Another test's free port may hold the port for a moment.
 	var err error
 	for range 5 {
 		if err = d.start(lines); err == nil {
@@ -150,7 +122,7 @@ func (d *dnsmasq) restart(lines ...string) {
 func (d *dnsmasq) hup() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+	if err := d.proc.Signal(syscall.SIGHUP); err != nil {
 		d.t.Fatal(err)
 	}
 }
@@ -167,80 +139,12 @@ func readableDir(t *testing.T) string {
 	return dir
 }
 
-// freePort returns a port of 127.0.0.1 free for both UDP and TCP.
-func freePort(t *testing.T) int {
+// run starts the source of spec, reporting to a recorder that keeps its
+// log, and stops it (and checks that Run returns) when the test ends.
+func run(t *testing.T, spec string, opts source.Options) *sourcetest.Recorder {
 	t.Helper()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		pc, err := net.ListenPacket("udp", l.Addr().String())
-		l.Close()
-		if err == nil {
-			pc.Close()
-			return port
-		}
-	}
-	t.Fatal("no port free for both UDP and TCP")
-	return 0
-}
-
-// event is one call a source made to its sink.
-type event struct {
-	at     time.Time
-	update *source.Update
-	fail   error
-}
-
-// recorder is a source.Sink that keeps every call.
-type recorder struct {
-	mu     sync.Mutex
-	events []event
-}
-
-func (r *recorder) Update(u source.Update) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events = append(r.events, event{at: time.Now(), update: &u})
-}
-
-func (r *recorder) Fail(err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events = append(r.events, event{at: time.Now(), fail: err})
-}
-
-// since returns the events from the n-th on.
-func (r *recorder) since(n int) []event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.events[min(n, len(r.events)):])
-}
-
-// count is how many events there are.
-func (r *recorder) count() int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return len(r.events)
-}
-
-// last is the last event, if any.
-func (r *recorder) last() (event, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.events) == 0 {
-		return event{}, false
-	}
-	return r.events[len(r.events)-1], true
-}
-
-// run starts the source of spec, reporting to a recorder, and stops it (and
-// checks that Run returns) when the test ends.
-func run(t *testing.T, spec string, opts source.Options) *recorder {
-	t.Helper()
-	opts.Logger = slog.New(slog.NewTextHandler(testWriter{t}, nil))
+	rec := sourcetest.NewRecorder()
+	opts.Logger = rec.Logger(slog.LevelInfo)
 	if opts.Timeout == 0 {
 		opts.Timeout = 2 * time.Second
 	}
@@ -248,41 +152,8 @@ func run(t *testing.T, spec string, opts source.Options) *recorder {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &recorder{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx, rec) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v after its context was cancelled, want nil", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Error("Run did not return within 5s of its context being cancelled")
-		}
-	})
+	sourcetest.Run(t, src, rec)
 	return rec
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // summary is an update in a form easy to compare: per service, one line per
@@ -301,59 +172,40 @@ func summary(u *source.Update) map[string][]string {
 	return out
 }
 
-// waitUpdate waits until the last event is an update whose summary is want.
-func waitUpdate(t *testing.T, rec *recorder, timeout time.Duration, want map[string][]string) event {
+// waitUpdate waits until the last report is a full update whose summary is
+// want, and returns it.
+func waitUpdate(t *testing.T, rec *sourcetest.Recorder, timeout time.Duration, want map[string][]string) *source.Update {
 	t.Helper()
-	var last event
-	deadline := time.Now().Add(timeout)
-	for {
-		var ok bool
-		last, ok = rec.last()
-		if ok && last.update != nil && last.update.Full && cmp.Equal(want, summary(last.update)) {
-			return last
+	last := func(r *sourcetest.Recorder) (sourcetest.Report, bool) {
+		reps := r.Reports()
+		if len(reps) == 0 {
+			return sourcetest.Report{}, false
 		}
-		if time.Now().After(deadline) {
-			var diff string
-			if ok && last.update != nil {
-				diff = cmp.Diff(want, summary(last.update))
-			} else if ok {
-				diff = fmt.Sprintf("the last event is a failure: %v", last.fail)
-			}
-			t.Fatalf("after %s, no full update as wanted (-want +last):\n%s", timeout, diff)
-		}
-		time.Sleep(10 * time.Millisecond)
+		return reps[len(reps)-1], true
 	}
+	var got *source.Update
+	if rec.Wait(timeout, func(r *sourcetest.Recorder) bool {
+		l, ok := last(r)
+		got = l.Update
+		return ok && l.Update != nil && l.Update.Full && cmp.Equal(want, summary(l.Update))
+	}) {
+		return got
+	}
+	var diff string
+	if l, ok := last(rec); ok && l.Update != nil {
+		diff = cmp.Diff(want, summary(l.Update))
+	} else if ok {
+		diff = fmt.Sprintf("the last report is a failure: %v", l.Failure)
+	}
+	t.Fatalf("after %s, no full update as wanted (-want +last):\n%s", timeout, diff)
+	return nil
 }
 
-// waitFails waits for n failures among the events from the from-th on, and
-// returns them.
-func waitFails(t *testing.T, rec *recorder, from, n int, timeout time.Duration) []error {
+// noUpdateAfterFail checks that no update came after the n-th failure.
+func noUpdateAfterFail(t *testing.T, rec *sourcetest.Recorder, n int) {
 	t.Helper()
-	var fails []error
-	waitFor(t, timeout, fmt.Sprintf("%d failures reported", n), func() bool {
-		fails = nil
-		for _, e := range rec.since(from) {
-			if e.fail != nil {
-				fails = append(fails, e.fail)
-			}
-		}
-		return len(fails) >= n
-	})
-	return fails
-}
-
-// noUpdateAfterFail checks that no update came between the first failure
-// among events and their end.
-func noUpdateAfterFail(t *testing.T, events []event) {
-	t.Helper()
-	failed := false
-	for _, e := range events {
-		switch {
-		case e.fail != nil:
-			failed = true
-		case failed:
-			t.Errorf("an update came after a failure, with no answer to report: %v", summary(e.update))
-		}
+	for _, u := range rec.UpdatesAfterFailure(n) {
+		t.Errorf("an update came after a failure, with no answer to report: %v", summary(&u))
 	}
 }
 
@@ -394,13 +246,11 @@ func TestReadsSRVAndAddresses(t *testing.T) {
 	d := startDNSMasq(t, webRecords...)
 	rec := run(t, "dns-srv://"+d.addr()+"/_web._tcp.example.com,_api._tcp.example.com/_dead._tcp.example.com", source.Options{})
 	first := waitUpdate(t, rec, 10*time.Second, webWant)
-	if in := first.update.Services["web"][0]; in.Meta["dns-srv.target"] != "w1.example.com" || in.Meta["dns-srv.priority"] != "1" {
+	if in := first.Services["web"][0]; in.Meta["dns-srv.target"] != "w1.example.com" || in.Meta["dns-srv.priority"] != "1" {
 		t.Errorf("meta of %s: %v", in.ID, in.Meta)
 	}
-	for _, e := range rec.since(0) {
-		if e.fail != nil {
-			t.Errorf("failure: %v", e.fail)
-		}
+	for _, err := range rec.Failures() {
+		t.Errorf("failure: %v", err)
 	}
 }
 
@@ -416,11 +266,10 @@ func TestNXDOMAINIsNoInstancesOtherErrorsFail(t *testing.T) {
 
 	// A name outside example.com is REFUSED: that is no answer.
 	refused := run(t, "dns-srv://"+d.addr()+"/_web._tcp.example.org", source.Options{Refresh: 2 * time.Second})
-	fails := waitFails(t, refused, 0, 1, 10*time.Second)
-	if !errors.Is(fails[0], ErrRcode) || !strings.Contains(fails[0].Error(), "REFUSED") {
-		t.Errorf("failure %v, want ErrRcode REFUSED", fails[0])
+	if err := refused.WaitFailures(t, 1, 10*time.Second); !errors.Is(err, ErrRcode) || !strings.Contains(err.Error(), "REFUSED") {
+		t.Errorf("failure %v, want ErrRcode REFUSED", err)
 	}
-	noUpdateAfterFail(t, refused.since(0))
+	noUpdateAfterFail(t, refused, 1)
 }
 
 func TestFollowsChangesAtTheTTL(t *testing.T) {
@@ -462,16 +311,16 @@ func TestServerDownFailsAndRecovers(t *testing.T) {
 	want := map[string][]string{"web": webWant["web"]}
 	waitUpdate(t, rec, 10*time.Second, want)
 
-	n := rec.count()
+	ups, fails := rec.Counts()
 	d.stop()
-	waitFails(t, rec, n, 2, 10*time.Second)
-	noUpdateAfterFail(t, rec.since(n))
+	rec.WaitFailures(t, fails+2, 10*time.Second)
+	noUpdateAfterFail(t, rec, fails+1)
 
 	d.restart(webRecords...)
 	waitUpdate(t, rec, 10*time.Second, want)
-	for _, e := range rec.since(n) {
-		if e.update != nil && !cmp.Equal(want, summary(e.update)) {
-			t.Errorf("an update other than the records while the server was down: %v", summary(e.update))
+	for _, u := range rec.Updates()[ups:] {
+		if !cmp.Equal(want, summary(&u)) {
+			t.Errorf("an update other than the records while the server was down: %v", summary(&u))
 		}
 	}
 }
@@ -590,17 +439,17 @@ func TestUnusableAnswersFailAndKeepTheState(t *testing.T) {
 	waitUpdate(t, rec, 10*time.Second, want)
 
 	for _, mode := range []string{"noise", "lying counts", "other question", "short", "servfail"} {
-		n := rec.count()
+		_, before := rec.Counts()
 		g.mode.Store(mode)
-		fails := waitFails(t, rec, n, 1, 10*time.Second)
+		rec.WaitFailures(t, before+1, 10*time.Second)
 		wantErr := ErrMalformed
 		if mode == "servfail" {
 			wantErr = ErrRcode
 		}
-		if !errors.Is(fails[len(fails)-1], wantErr) {
-			t.Errorf("%s: failure %v, want %v", mode, fails[len(fails)-1], wantErr)
+		if err := rec.LastFailure(); !errors.Is(err, wantErr) {
+			t.Errorf("%s: failure %v, want %v", mode, err, wantErr)
 		}
-		noUpdateAfterFail(t, rec.since(n))
+		noUpdateAfterFail(t, rec, before+1)
 
 		g.mode.Store("")
 		waitUpdate(t, rec, 10*time.Second, want)
@@ -631,11 +480,11 @@ func TestCancelEndsAWaitingQuery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec := &recorder{}
+	rec := sourcetest.NewRecorder()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- src.Run(ctx, rec) }()
-	waitFor(t, 5*time.Second, "the query sent a second time", func() bool { return got.Load() >= 2 })
+	testpeer.WaitUntil(t, "the query sent a second time", 5*time.Second, func() bool { return got.Load() >= 2 })
 	cancel()
 	select {
 	case err := <-done:
@@ -645,8 +494,8 @@ func TestCancelEndsAWaitingQuery(t *testing.T) {
 	case <-time.After(time.Second):
 		t.Fatal("Run did not return within 1s of its context being cancelled")
 	}
-	if n := rec.count(); n != 0 {
-		t.Errorf("%d events reported, want none: %+v", n, rec.since(0))
+	if reps := rec.Reports(); len(reps) != 0 {
+		t.Errorf("%d reports, want none: %+v", len(reps), reps)
 	}
 }
 

@@ -61,7 +61,6 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/discotech/disco/catalog"
 	"github.com/discotech/disco/source"
 )
 
@@ -351,7 +350,7 @@ func (r *run) list(ctx context.Context, cli *clientv3.Client) (int64, error) {
 	services := r.st.reset(kvs)
 	r.noteDrops()
 	for svc, ins := range services {
-		services[svc] = cloneAll(ins)
+		services[svc] = source.CloneInstances(ins)
 	}
 	r.sink.Update(source.Update{Services: services, Full: true})
 	return rev, nil
@@ -459,7 +458,7 @@ func (r *run) apply(events []*clientv3.Event) {
 		return
 	}
 	for svc, ins := range changed {
-		changed[svc] = cloneAll(ins)
+		changed[svc] = source.CloneInstances(ins)
 	}
 	r.sink.Update(source.Update{Services: changed})
 }
@@ -478,14 +477,6 @@ func (r *run) explain(err error) error {
 		return fmt.Errorf("no answer in %s: %w", r.timeout, err)
 	}
 	return err
-}
-
-func cloneAll(ins []*catalog.Instance) []*catalog.Instance {
-	out := make([]*catalog.Instance, len(ins))
-	for i, in := range ins {
-		out[i] = in.Clone()
-	}
-	return out
 }
 
 var _ source.Source = (*Etcd)(nil)

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/discotech/disco/catalog"
+	"github.com/discotech/disco/source/sourcetest"
 )
 
 // put puts a key, trying again while no member takes it (one of a
@@ -45,20 +46,8 @@ func del(t testing.TB, cli *clientv3.Client, key string, opts ...clientv3.OpOpti
 	}
 }
 
-// countLines counts the log lines that hold every one of parts.
-func countLines(log string, parts ...string) int {
-	n := 0
-	for line := range strings.SplitSeq(log, "\n") {
-		all := line != ""
-		for _, p := range parts {
-			all = all && strings.Contains(line, p)
-		}
-		if all {
-			n++
-		}
-	}
-	return n
-}
+// wait bounds every wait for what the source reports.
+const wait = 15 * time.Second
 
 // TestFollowsBothLayouts lists and watches keys of both layouts, the
 // grpc-go ones written by etcd's own endpoints manager, next to keys that
@@ -89,7 +78,7 @@ func TestFollowsBothLayouts(t *testing.T) {
 
 	// Pages of two keys: the listing takes several requests.
 	e, rec := runSource(t, "etcd://"+srv.host()+"/services", func(e *Etcd) { e.pageSize = 2 })
-	first := rec.waitUpdates(t, 1)
+	first := rec.WaitUpdates(t, 1, wait)
 	if !first.Full {
 		t.Fatalf("the first update is not Full")
 	}
@@ -113,32 +102,33 @@ func TestFollowsBothLayouts(t *testing.T) {
 	// Each change is reported as the whole new set of the services it
 	// touched, and only those.
 	put(t, cli, "/services/web/w3", `{"address":"10.0.1.10","port":8080,"status":"warning"}`)
-	u := rec.waitUpdates(t, 2)
+	u := rec.WaitUpdates(t, 2, wait)
 	if u.Full || len(u.Services) != 1 || len(u.Services["web"]) != 3 {
 		t.Errorf("after a put: %+v, want the three instances of web alone", u)
 	}
 
 	// A value turned bad drops its instance, not the rest of the service.
 	put(t, cli, "/services/web/w2", `{"address":"10.0.1.6","port":0}`)
-	rec.waitView(t, strings.Join([]string{
-		"api/10-0-2-1-9000 10.0.2.1:9000",
-		"api/10-0-2-2-9000 10.0.2.2:9000",
-		"web/w1 10.0.1.5:8080",
-		"web/w3 10.0.1.10:8080",
-	}, "\n"))
+	rec.WaitState(t, strings.Join([]string{
+		"api/10-0-2-1-9000 10.0.2.1:9000 passing weight=100",
+		"api/10-0-2-2-9000 10.0.2.2:9000 passing weight=100 meta zone=b",
+		"web/w1 10.0.1.5:8080 passing weight=100 tags=v1 meta k=v",
+		"web/w3 10.0.1.10:8080 warning weight=100",
+	}, "\n"), wait)
 	if n := e.Dropped(); n != 4 {
 		t.Errorf("Dropped() = %d, want 4", n)
 	}
 
 	// Garbage that changes no instance reports nothing: the next update
 	// is the next real change.
-	ups, _ := rec.snapshot()
-	n := len(ups)
+	n, _ := rec.Counts()
 	put(t, cli, "/services/web/junk", `junk`)
 	put(t, cli, "/services/web/10-0-2-1-9000", `{"address":"10.0.3.1","port":1}`)
-	rec.waitFor(t, "web/10-0-2-1-9000", func() bool { return strings.Contains(rec.view(), "web/10-0-2-1-9000 10.0.3.1:1") })
-	if ups, _ := rec.snapshot(); len(ups) != n+1 {
-		t.Errorf("%d updates for a bad key and a good one, want 1", len(ups)-n)
+	rec.WaitFor(t, "web/10-0-2-1-9000", wait, func(r *sourcetest.Recorder) bool {
+		return strings.Contains(r.State(), "web/10-0-2-1-9000 10.0.3.1:1 passing weight=100")
+	})
+	if ups, _ := rec.Counts(); ups != n+1 {
+		t.Errorf("%d updates for a bad key and a good one, want 1", ups-n)
 	}
 	// An id taken by a key before is left out.
 	web, err := endpoints.NewManager(cli, "/services/web")
@@ -151,7 +141,7 @@ func TestFollowsBothLayouts(t *testing.T) {
 	if err := api.DeleteEndpoint(ctx, "/services/api/10.0.2.1:9000"); err != nil {
 		t.Fatal(err)
 	}
-	u = rec.waitUpdates(t, n+2)
+	u = rec.WaitUpdates(t, n+2, wait)
 	if diff := cmp.Diff([]string{"api"}, sortedKeys(u.Services)); diff != "" {
 		t.Errorf("services of the update after the deletion (-want +got):\n%s", diff)
 	}
@@ -161,30 +151,31 @@ func TestFollowsBothLayouts(t *testing.T) {
 
 	// A service whose last key goes is reported with no instances.
 	del(t, cli, "/services/api/", clientv3.WithPrefix())
-	u = rec.waitUpdates(t, n+3)
+	u = rec.WaitUpdates(t, n+3, wait)
 	if ins, ok := u.Services["api"]; !ok || len(ins) != 0 || len(u.Services) != 1 {
 		t.Errorf("after deleting api: %+v, want api with no instances", u.Services)
 	}
 	del(t, cli, "/services/web/junk")
 	put(t, cli, "/services/web/w2", `{"address":"10.0.1.6","port":8080}`)
-	rec.waitView(t, strings.Join([]string{
-		"web/10-0-2-1-9000 10.0.3.1:1",
-		"web/w1 10.0.1.5:8080",
-		"web/w2 10.0.1.6:8080",
-		"web/w3 10.0.1.10:8080",
-	}, "\n"))
+	rec.WaitState(t, strings.Join([]string{
+		"api: none",
+		"web/10-0-2-1-9000 10.0.3.1:1 passing weight=100",
+		"web/w1 10.0.1.5:8080 passing weight=100 tags=v1 meta k=v",
+		"web/w2 10.0.1.6:8080 passing weight=100",
+		"web/w3 10.0.1.10:8080 warning weight=100",
+	}, "\n"), wait)
 	if n := e.Dropped(); n != 4 {
 		t.Errorf("Dropped() = %d, want 4 (the listing's and the duplicate)", n)
 	}
-	if _, fails := rec.snapshot(); len(fails) != 0 {
+	if fails := rec.Failures(); len(fails) != 0 {
 		t.Errorf("failures: %v", fails)
 	}
-	log := rec.log()
+	log := rec.Log()
 	for key, times := range map[string]int{
 		"/services/web/bad": 1, "/services/Web/w1": 1, "/services/orphan": 1,
 		"/services/web/w2": 1, "/services/web/junk": 1, "/services/web/dup": 1,
 	} {
-		if got := countLines(log, "key left out", "key="+key+" "); got != times {
+		if got := rec.CountLog("key left out", "key="+key+" "); got != times {
 			t.Errorf("%s logged %d times, want %d; log:\n%s", key, got, times, log)
 		}
 	}
@@ -223,21 +214,21 @@ func TestListsAgainAfterCompaction(t *testing.T) {
 			}
 		}
 	})
-	second := rec.waitUpdates(t, 2)
+	second := rec.WaitUpdates(t, 2, wait)
 	if !second.Full {
 		t.Errorf("the update after the compaction is not Full")
 	}
-	rec.waitView(t, "web/w1 10.0.1.5:8080\nweb/w2 10.0.1.6:8080")
+	rec.WaitState(t, "web/w1 10.0.1.5:8080 passing weight=100\nweb/w2 10.0.1.6:8080 passing weight=100", wait)
 	put(t, cli, "/services/web/w3", `{"address":"10.0.1.7","port":8080}`)
-	rec.waitView(t, "web/w1 10.0.1.5:8080\nweb/w2 10.0.1.6:8080\nweb/w3 10.0.1.7:8080")
-	if _, fails := rec.snapshot(); len(fails) != 0 {
+	rec.WaitState(t, "web/w1 10.0.1.5:8080 passing weight=100\nweb/w2 10.0.1.6:8080 passing weight=100\nweb/w3 10.0.1.7:8080 passing weight=100", wait)
+	if fails := rec.Failures(); len(fails) != 0 {
 		t.Errorf("failures: %v", fails)
 	}
-	if n := countLines(rec.log(), "key left out", "key=/services/web/bad "); n != 1 {
-		t.Errorf("the bad key is logged %d times over two listings, want once:\n%s", n, rec.log())
+	if n := rec.CountLog("key left out", "key=/services/web/bad "); n != 1 {
+		t.Errorf("the bad key is logged %d times over two listings, want once:\n%s", n, rec.Log())
 	}
-	if !strings.Contains(rec.log(), "compacted") {
-		t.Errorf("the log does not tell of the compaction:\n%s", rec.log())
+	if !strings.Contains(rec.Log(), "compacted") {
+		t.Errorf("the log does not tell of the compaction:\n%s", rec.Log())
 	}
 }
 
@@ -249,20 +240,17 @@ func TestSurvivesRestart(t *testing.T) {
 	cli := srv.client("", "")
 	put(t, cli, "/services/web/w1", `{"address":"10.0.1.5","port":8080}`)
 	_, rec := runSource(t, "etcd://"+srv.host()+"/services", nil)
-	rec.waitView(t, "web/w1 10.0.1.5:8080")
+	rec.WaitState(t, "web/w1 10.0.1.5:8080 passing weight=100", wait)
 	// A change through the watch: it is up when etcd goes.
 	put(t, cli, "/services/web/w2", `{"address":"10.0.1.6","port":8080}`)
-	rec.waitView(t, "web/w1 10.0.1.5:8080\nweb/w2 10.0.1.6:8080")
+	rec.WaitState(t, "web/w1 10.0.1.5:8080 passing weight=100\nweb/w2 10.0.1.6:8080 passing weight=100", wait)
 
 	srv.kill()
-	before, _ := rec.snapshot()
+	before := rec.Updates()
 	// The watch's silence, then reconnections that find no server: none
 	// may list nothing.
-	rec.waitFor(t, "two failures", func() bool {
-		_, fails := rec.snapshot()
-		return len(fails) >= 2
-	})
-	ups, fails := rec.snapshot()
+	rec.WaitFailures(t, 2, wait)
+	ups, fails := rec.Updates(), rec.Failures()
 	if len(ups) != len(before) {
 		t.Errorf("updates while etcd was down: %+v", ups[len(before):])
 	}
@@ -271,21 +259,21 @@ func TestSurvivesRestart(t *testing.T) {
 			t.Errorf("failure %q does not start with source/etcd: ", err)
 		}
 	}
-	if got := countLines(rec.log(), "cannot see etcd"); got != 1 {
-		t.Errorf("the outage is logged %d times at warning level, want once:\n%s", got, rec.log())
+	if got := rec.CountLog("cannot see etcd"); got != 1 {
+		t.Errorf("the outage is logged %d times at warning level, want once:\n%s", got, rec.Log())
 	}
 
 	srv.start()
 	relisted := len(ups) + 1
-	u := rec.waitUpdates(t, relisted)
-	if want := "web/w1 10.0.1.5:8080\nweb/w2 10.0.1.6:8080"; !u.Full || render(u.Services) != want {
+	u := rec.WaitUpdates(t, relisted, wait)
+	if want := "web/w1 10.0.1.5:8080 passing weight=100\nweb/w2 10.0.1.6:8080 passing weight=100"; !u.Full || sourcetest.Render(u.Services) != want {
 		t.Errorf("the update after the restart: %+v, want a Full listing of\n%s", u, want)
 	}
 	// The watch goes on: a change after the restart arrives.
 	put(t, srv.client("", ""), "/services/web/w3", `{"address":"10.0.1.7","port":8080}`)
-	rec.waitView(t, "web/w1 10.0.1.5:8080\nweb/w2 10.0.1.6:8080\nweb/w3 10.0.1.7:8080")
-	if !strings.Contains(rec.log(), "etcd is back") {
-		t.Errorf("the log does not tell of the reconnection:\n%s", rec.log())
+	rec.WaitState(t, "web/w1 10.0.1.5:8080 passing weight=100\nweb/w2 10.0.1.6:8080 passing weight=100\nweb/w3 10.0.1.7:8080 passing weight=100", wait)
+	if !strings.Contains(rec.Log(), "etcd is back") {
+		t.Errorf("the log does not tell of the reconnection:\n%s", rec.Log())
 	}
 }
 
@@ -297,13 +285,10 @@ func TestStartsBeforeEtcd(t *testing.T) {
 	put(t, srv.client("", ""), "/services/web/w1", `{"address":"10.0.1.5","port":8080}`)
 	srv.kill()
 	_, rec := runSource(t, "etcd://"+srv.host()+"/services", nil)
-	rec.waitFor(t, "a failure", func() bool {
-		_, fails := rec.snapshot()
-		return len(fails) > 0
-	})
+	rec.WaitFailures(t, 1, wait)
 	srv.start()
-	u := rec.waitUpdates(t, 1)
-	if !u.Full || render(u.Services) != "web/w1 10.0.1.5:8080" {
+	u := rec.WaitUpdates(t, 1, wait)
+	if !u.Full || sourcetest.Render(u.Services) != "web/w1 10.0.1.5:8080 passing weight=100" {
 		t.Errorf("the first update: %+v, want a Full listing of web/w1", u)
 	}
 }
@@ -324,10 +309,10 @@ func TestQuietWatchStaysHealthy(t *testing.T) {
 		select {
 		case <-progress:
 		case <-deadline:
-			t.Fatalf("no progress notifications in 15s; log:\n%s", rec.log())
+			t.Fatalf("no progress notifications in 15s; log:\n%s", rec.Log())
 		}
 	}
-	ups, fails := rec.snapshot()
+	ups, fails := rec.Updates(), rec.Failures()
 	if len(ups) != 1 || len(fails) != 0 {
 		t.Errorf("%d updates and failures %v, want the listing alone", len(ups), fails)
 	}
@@ -352,7 +337,7 @@ func TestWatchMemberRestarts(t *testing.T) {
 	defer cancel()
 	put(t, cli, "/services/web/w1", `{"address":"10.0.1.5","port":8080}`)
 	_, rec := runSource(t, "etcd://"+strings.Join(hosts, ",")+"/services", nil)
-	rec.waitView(t, "web/w1 10.0.1.5:8080")
+	rec.WaitState(t, "web/w1 10.0.1.5:8080 passing weight=100", wait)
 
 	// The member with a watcher is the source's.
 	var watching *server
@@ -391,12 +376,12 @@ func TestWatchMemberRestarts(t *testing.T) {
 
 	watching.kill()
 	put(t, cli, "/services/web/w2", `{"address":"10.0.1.6","port":8080}`)
-	rec.waitView(t, "web/w1 10.0.1.5:8080\nweb/w2 10.0.1.6:8080")
+	rec.WaitState(t, "web/w1 10.0.1.5:8080 passing weight=100\nweb/w2 10.0.1.6:8080 passing weight=100", wait)
 	watching.start()
 	put(t, cli, "/services/web/w3", `{"address":"10.0.1.7","port":8080}`)
-	rec.waitView(t, "web/w1 10.0.1.5:8080\nweb/w2 10.0.1.6:8080\nweb/w3 10.0.1.7:8080")
-	if _, fails := rec.snapshot(); len(fails) != 0 {
-		t.Errorf("failures: %v\nlog:\n%s", fails, rec.log())
+	rec.WaitState(t, "web/w1 10.0.1.5:8080 passing weight=100\nweb/w2 10.0.1.6:8080 passing weight=100\nweb/w3 10.0.1.7:8080 passing weight=100", wait)
+	if fails := rec.Failures(); len(fails) != 0 {
+		t.Errorf("failures: %v\nlog:\n%s", fails, rec.Log())
 	}
 }
 
@@ -453,23 +438,20 @@ func TestAuthentication(t *testing.T) {
 	}
 
 	_, good := runSource(t, "etcd://disco:s3cret@"+srv.host()+"/services", nil)
-	good.waitView(t, "web/w1 10.0.1.5:8080")
+	good.WaitState(t, "web/w1 10.0.1.5:8080 passing weight=100", wait)
 	put(t, srv.client("root", "rootpw"), "/services/web/w2", `{"address":"10.0.1.6","port":8080}`)
-	good.waitView(t, "web/w1 10.0.1.5:8080\nweb/w2 10.0.1.6:8080")
+	good.WaitState(t, "web/w1 10.0.1.5:8080 passing weight=100\nweb/w2 10.0.1.6:8080 passing weight=100", wait)
 
 	_, bad := runSource(t, "etcd://disco:wrong@"+srv.host()+"/services", nil)
-	bad.waitFor(t, "a failure", func() bool {
-		_, fails := bad.snapshot()
-		return len(fails) > 0
-	})
-	ups, fails := bad.snapshot()
+	bad.WaitFailures(t, 1, wait)
+	ups, fails := bad.Updates(), bad.Failures()
 	if len(ups) != 0 {
 		t.Errorf("updates with a wrong password: %+v", ups)
 	}
 	if !strings.Contains(fails[0].Error(), "authentication failed") {
 		t.Errorf("failure %q does not say authentication failed", fails[0])
 	}
-	if strings.Contains(fails[0].Error(), "wrong") || strings.Contains(bad.log(), "wrong") {
+	if strings.Contains(fails[0].Error(), "wrong") || strings.Contains(bad.Log(), "wrong") {
 		t.Errorf("the password shows in the failure or the log")
 	}
 }
@@ -481,5 +463,5 @@ func TestTLS(t *testing.T) {
 	srv := startServer(t, tt)
 	put(t, srv.client("", ""), "/services/web/w1", `{"address":"10.0.1.5","port":8080}`)
 	_, rec := runSource(t, "etcd://"+srv.host()+"/services?ca="+tt.ca+"&cert="+tt.clientCert+"&key="+tt.clientKey, nil)
-	rec.waitView(t, "web/w1 10.0.1.5:8080")
+	rec.WaitState(t, "web/w1 10.0.1.5:8080 passing weight=100", wait)
 }

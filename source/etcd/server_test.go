@@ -2,7 +2,6 @@ package etcd
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -17,9 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -28,14 +25,16 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/discotech/disco/catalog"
+	"github.com/discotech/disco/internal/testpeer"
 	"github.com/discotech/disco/source"
+	"github.com/discotech/disco/source/sourcetest"
 )
 
 // server is an etcd server a test started, on free loopback ports, with its
 // data in a temporary directory. It is killed when the test ends.
 type server struct {
 	t         testing.TB
+	bin       string // the etcd program
 	name      string
 	cluster   string // --initial-cluster
 	dir       string
@@ -44,8 +43,7 @@ type server struct {
 	tls       *testTLS // nil: plain text
 
 	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd exits
+	proc *testpeer.Process // nil while killed
 }
 
 // startServer starts an etcd server, plain text when tt is nil.
@@ -71,9 +69,7 @@ func startCluster(t testing.TB, n int) []*server {
 
 func newServers(t testing.TB, n int, tt *testTLS) []*server {
 	t.Helper()
-	if _, err := exec.LookPath("etcd"); err != nil {
-		t.Fatal("etcd is not on PATH: run .ci/deps to install it (Debian package etcd-server)")
-	}
+	bin := testpeer.Need(t, "etcd")
 	scheme := "http://"
 	if tt != nil {
 		scheme = "https://"
@@ -81,8 +77,7 @@ func newServers(t testing.TB, n int, tt *testTLS) []*server {
 	ss := make([]*server, n)
 	var cluster []string
 	for i := range ss {
-		s := &server{t: t, name: fmt.Sprintf("m%d", i), dir: t.TempDir(), clientURL: scheme + freeAddr(t), peerURL: "http://" + freeAddr(t), tls: tt}
-		t.Cleanup(s.kill)
+		s := &server{t: t, bin: bin, name: fmt.Sprintf("m%d", i), dir: t.TempDir(), clientURL: scheme + testpeer.FreePort(t), peerURL: "http://" + testpeer.FreePort(t), tls: tt}
 		cluster = append(cluster, s.name+"="+s.peerURL)
 		ss[i] = s
 	}
@@ -90,15 +85,6 @@ func newServers(t testing.TB, n int, tt *testTLS) []*server {
 		s.cluster = strings.Join(cluster, ",")
 	}
 	return ss
-}
-
-func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // start starts the server (again, on the same data and ports) and waits
@@ -124,24 +110,9 @@ func (s *server) launch() {
 		args = append(args, "--cert-file", s.tls.serverCert, "--key-file", s.tls.serverKey,
 			"--client-cert-auth", "--trusted-ca-file", s.tls.ca)
 	}
-	logf, err := os.OpenFile(filepath.Join(s.dir, "etcd.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	cmd := exec.Command("etcd", args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		s.t.Fatalf("start etcd: %v", err)
-	}
-	done := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		logf.Close()
-		close(done)
-	}()
+	p := testpeer.Start(s.t, s.bin, args...)
 	s.mu.Lock()
-	s.cmd, s.done = cmd, done
+	s.proc = p
 	s.mu.Unlock()
 }
 
@@ -149,7 +120,7 @@ func (s *server) launch() {
 func (s *server) waitReady() {
 	s.t.Helper()
 	s.mu.Lock()
-	done := s.done
+	p := s.proc
 	s.mu.Unlock()
 	hc := &http.Client{Timeout: time.Second}
 	if s.tls != nil {
@@ -164,36 +135,20 @@ func (s *server) waitReady() {
 		body, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode == 200 && bytes.Contains(body, []byte(`"health":"true"`))
 	}
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.After(15 * time.Second)
-	for !healthy() {
-		select {
-		case <-tick.C:
-		case <-done:
-			s.t.Fatalf("etcd %s exited at start:\n%s", s.name, s.log())
-		case <-deadline:
-			s.t.Fatalf("etcd %s did not answer in 15s:\n%s", s.name, s.log())
-		}
+	if err := p.WaitReady(15*time.Second, healthy); err != nil {
+		s.t.Fatalf("etcd %s: %v", s.name, err)
 	}
 }
 
 // kill kills the server with SIGKILL, as a crash would, and waits for it.
 func (s *server) kill() {
 	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.cmd = nil
+	p := s.proc
+	s.proc = nil
 	s.mu.Unlock()
-	if cmd == nil {
-		return
+	if p != nil {
+		p.Kill9()
 	}
-	cmd.Process.Kill()
-	<-done
-}
-
-func (s *server) log() string {
-	b, _ := os.ReadFile(filepath.Join(s.dir, "etcd.log"))
-	return string(b)
 }
 
 // client returns a client of the server, closed when the test ends.
@@ -284,141 +239,13 @@ func (tt *testTLS) clientConfig(t testing.TB) *tls.Config {
 	return c
 }
 
-// recorder is the sink of a test: it keeps every report, the state they
-// add up to, and the source's log, and lets the test wait for a condition.
-type recorder struct {
-	mu      sync.Mutex
-	updates []source.Update
-	fails   []error
-	state   map[string][]*catalog.Instance
-	logs    bytes.Buffer
-	changed chan struct{} // closed and replaced on every report
-}
-
-func newRecorder() *recorder {
-	return &recorder{state: map[string][]*catalog.Instance{}, changed: make(chan struct{})}
-}
-
-func (r *recorder) Update(u source.Update) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.updates = append(r.updates, u)
-	if u.Full {
-		r.state = map[string][]*catalog.Instance{}
-	}
-	for svc, ins := range u.Services {
-		r.state[svc] = ins
-		if len(ins) == 0 {
-			delete(r.state, svc)
-		}
-	}
-	r.kick()
-}
-
-func (r *recorder) Fail(err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.fails = append(r.fails, err)
-	r.kick()
-}
-
-func (r *recorder) kick() {
-	close(r.changed)
-	r.changed = make(chan struct{})
-}
-
-// Write takes the source's log.
-func (r *recorder) Write(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.logs.Write(p)
-}
-
-// snapshot returns copies of the updates and failures so far.
-func (r *recorder) snapshot() ([]source.Update, []error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]source.Update(nil), r.updates...), append([]error(nil), r.fails...)
-}
-
-// view renders the state: one "service/id address:port" line per instance,
-// sorted.
-func (r *recorder) view() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return render(r.state)
-}
-
-func render(services map[string][]*catalog.Instance) string {
-	var lines []string
-	for svc, ins := range services {
-		if len(ins) == 0 {
-			lines = append(lines, svc+": none")
-		}
-		for _, in := range ins {
-			lines = append(lines, fmt.Sprintf("%s/%s %s:%d", in.Service, in.ID, in.Address, in.Port))
-		}
-	}
-	sort.Strings(lines)
-	return strings.Join(lines, "\n")
-}
-
-// log returns the source's log so far.
-func (r *recorder) log() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.logs.String()
-}
-
-// waitFor waits until cond holds, checking it after every report, and
-// fails the test after 15s.
-func (r *recorder) waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(15 * time.Second)
-	defer deadline.Stop()
-	for {
-		r.mu.Lock()
-		ch := r.changed
-		r.mu.Unlock()
-		if cond() {
-			return
-		}
-		select {
-		case <-ch:
-		case <-deadline.C:
-			ups, fails := r.snapshot()
-			t.Fatalf("waited 15s for %s; state:\n%s\n%d updates, failures: %v\nlog:\n%s", what, r.view(), len(ups), fails, r.log())
-		}
-	}
-}
-
-// waitView waits until the state renders as want.
-func (r *recorder) waitView(t testing.TB, want string) {
-	t.Helper()
-	r.waitFor(t, "the state\n"+want, func() bool { return r.view() == want })
-}
-
-// waitUpdates waits for n updates in all and returns the nth.
-func (r *recorder) waitUpdates(t testing.TB, n int) source.Update {
-	t.Helper()
-	r.waitFor(t, fmt.Sprintf("%d updates", n), func() bool {
-		ups, _ := r.snapshot()
-		return len(ups) >= n
-	})
-	ups, _ := r.snapshot()
-	return ups[n-1]
-}
-
 // runSource makes the source of spec with a short timeout and quick
-// reconnection, runs it into a new recorder until the test ends, and checks
-// that Run returned nil then.
-func runSource(t testing.TB, spec string, tweak func(*Etcd)) (*Etcd, *recorder) {
+// reconnection, and runs it into a new recorder, which keeps its log, until
+// the test ends.
+func runSource(t testing.TB, spec string, tweak func(*Etcd)) (*Etcd, *sourcetest.Recorder) {
 	t.Helper()
-	rec := newRecorder()
-	src, err := source.New(spec, source.Options{
-		Logger:  slog.New(slog.NewTextHandler(rec, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Timeout: time.Second,
-	})
+	rec := sourcetest.NewRecorder()
+	src, err := source.New(spec, source.Options{Logger: rec.Logger(slog.LevelDebug), Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,19 +254,6 @@ func runSource(t testing.TB, spec string, tweak func(*Etcd)) (*Etcd, *recorder) 
 	if tweak != nil {
 		tweak(e)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx, rec) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run returned %v, want nil", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("Run did not return 10s after its context ended")
-		}
-	})
+	sourcetest.Run(t, e, rec)
 	return e, rec
 }

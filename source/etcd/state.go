@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -28,8 +29,8 @@ type state struct {
 	// fresh are the drops not logged yet.
 	fresh []drop
 	// logged remembers which value of a key was last logged as left out,
-	// so that listing again does not log it again.
-	logged map[string]drop
+	// and why, so that listing again does not log it again.
+	logged source.LogOnce
 }
 
 // drop is a key left out.
@@ -40,7 +41,7 @@ type drop struct {
 }
 
 func newState(prefix string) *state {
-	return &state{prefix: prefix, services: map[string]map[string]entry{}, where: map[string]string{}, reported: map[string][]*catalog.Instance{}, drops: map[string]map[string]drop{}, logged: map[string]drop{}}
+	return &state{prefix: prefix, services: map[string]map[string]entry{}, where: map[string]string{}, reported: map[string][]*catalog.Instance{}, drops: map[string]map[string]drop{}}
 }
 
 // reset replaces everything with a listing and returns every service that
@@ -156,11 +157,9 @@ func (s *state) build(svc string) []*catalog.Instance {
 	}
 	for _, key := range sortedKeys(drops) {
 		d := drops[key]
-		if old, ok := s.logged[key]; ok && old.rev == d.rev && old.err.Error() == d.err.Error() {
-			continue
+		if s.logged.Note(key, strconv.FormatInt(d.rev, 10)+" "+d.err.Error()) {
+			s.fresh = append(s.fresh, d)
 		}
-		s.logged[key] = d
-		s.fresh = append(s.fresh, d)
 	}
 	return ins
 }
@@ -168,11 +167,10 @@ func (s *state) build(svc string) []*catalog.Instance {
 // forgetGood forgets the logged drops of keys now gone or good, so that a
 // key that turns bad again is logged again.
 func (s *state) forgetGood() {
-	for key := range s.logged {
-		if _, ok := s.drops[s.where[key]][key]; !ok {
-			delete(s.logged, key)
-		}
-	}
+	s.logged.ForgetFunc(func(key string) bool {
+		_, ok := s.drops[s.where[key]][key]
+		return !ok
+	})
 }
 
 // takeNewDrops returns the drops not returned before.

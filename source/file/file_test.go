@@ -1,7 +1,6 @@
 package file
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,10 +31,7 @@ func start(t *testing.T, path string) *sourcetest.Recorder {
 		t.Fatal(err)
 	}
 	rec := sourcetest.NewRecorder()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { src.Run(ctx, rec); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	sourcetest.Run(t, src, rec)
 	return rec
 }
 

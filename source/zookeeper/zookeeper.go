@@ -133,15 +133,14 @@ func New(spec *url.URL, opts source.Options) (source.Source, error) {
 // Run follows the base path until ctx is done.
 func (z *ZooKeeper) Run(ctx context.Context, sink source.Sink) error {
 	w := &watcher{
-		z:          z,
-		sink:       sink,
-		q:          &queue{wake: make(chan struct{}, 1)},
-		services:   map[string]*service{},
-		armed:      map[watchKey]bool{},
-		dirtySvc:   map[string]map[string]bool{},
-		emitted:    map[string][]*catalog.Instance{},
-		complained: map[string]string{},
-		renamed:    map[string]bool{},
+		z:        z,
+		sink:     sink,
+		q:        &queue{wake: make(chan struct{}, 1)},
+		services: map[string]*service{},
+		armed:    map[watchKey]bool{},
+		dirtySvc: map[string]map[string]bool{},
+		emitted:  map[string][]*catalog.Instance{},
+		renamed:  map[string]bool{},
 	}
 	var bo source.Backoff
 	for {
@@ -217,7 +216,7 @@ type watcher struct {
 	failing  bool // the sink was told of a failure and nothing since
 
 	emitted    map[string][]*catalog.Instance // by service name: what the sink was told
-	complained map[string]string              // znode path → the problem last logged
+	complaints source.LogOnce                 // by znode path: the problem last logged
 	renamed    map[string]bool                // directory names logged as mapped
 }
 
@@ -408,7 +407,7 @@ func (w *watcher) sync(ctx context.Context) error {
 		case !ok && !had, ok && had && reflect.DeepEqual(ins, prev):
 			continue
 		case ok:
-			u.Services[label] = clones(ins)
+			u.Services[label] = source.CloneInstances(ins)
 			w.emitted[label] = ins
 		default: // every directory of that name is gone
 			u.Services[label] = []*catalog.Instance{}
@@ -450,7 +449,7 @@ func (w *watcher) listAll(ctx context.Context) error {
 			continue
 		}
 		ins, _ := w.instances(s.label)
-		u.Services[s.label] = clones(ins)
+		u.Services[s.label] = source.CloneInstances(ins)
 		w.emitted[s.label] = ins
 	}
 	w.sink.Update(u)
@@ -469,7 +468,7 @@ func (w *watcher) listBase(ctx context.Context) ([]string, error) {
 			if err != nil {
 				return nil, fmt.Errorf("source/zookeeper: list %s: %w", w.z.base, err)
 			}
-			delete(w.complained, w.z.base)
+			w.complaints.Forget(w.z.base)
 			return names, nil
 		}
 		exists, err := w.exists(ctx, w.z.base)
@@ -501,7 +500,7 @@ func (w *watcher) readService(ctx context.Context, raw string, prev *service, re
 	case err != nil:
 		return nil, fmt.Errorf("source/zookeeper: list %s: %w", dir, err)
 	}
-	delete(w.complained, dir)
+	w.complaints.Forget(dir)
 	label := catalog.Label(raw)
 	if label != raw && !w.renamed[raw] {
 		w.renamed[raw] = true
@@ -552,7 +551,7 @@ func (w *watcher) readService(ctx context.Context, raw string, prev *service, re
 		if err != nil {
 			w.complain(path, "instance left out: "+err.Error(), slog.LevelWarn)
 		} else {
-			delete(w.complained, path)
+			w.complaints.Forget(path)
 			n.in = in
 		}
 		s.nodes[c] = n
@@ -603,20 +602,15 @@ func (w *watcher) instances(label string) ([]*catalog.Instance, bool) {
 
 // complain logs a problem with a znode once, until it changes or goes.
 func (w *watcher) complain(path, problem string, level slog.Level) {
-	if w.complained[path] == problem {
+	if !w.complaints.Note(path, problem) {
 		return
 	}
-	w.complained[path] = problem
 	w.z.log.Log(context.Background(), level, "source/zookeeper: "+problem, "znode", path)
 }
 
 // forget drops what is kept about a znode that is gone, and its children.
 func (w *watcher) forget(path string) {
-	for p := range w.complained {
-		if p == path || strings.HasPrefix(p, path+"/") {
-			delete(w.complained, p)
-		}
-	}
+	w.complaints.ForgetFunc(func(p string) bool { return p == path || strings.HasPrefix(p, path+"/") })
 }
 
 func (w *watcher) children(ctx context.Context, path string) ([]string, error) {
@@ -730,14 +724,6 @@ func set(names []string) map[string]bool {
 		m[n] = true
 	}
 	return m
-}
-
-func clones(ins []*catalog.Instance) []*catalog.Instance {
-	out := make([]*catalog.Instance, len(ins))
-	for i, in := range ins {
-		out[i] = in.Clone()
-	}
-	return out
 }
 
 // queue holds the client's events for Run's goroutine. The client calls

@@ -2,7 +2,6 @@ package zookeeper
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -10,7 +9,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/discotech/disco/catalog"
+	"github.com/discotech/disco/internal/testpeer"
 	"github.com/discotech/disco/source"
+	"github.com/discotech/disco/source/sourcetest"
 )
 
 func TestNew(t *testing.T) {
@@ -126,13 +127,13 @@ func TestParse(t *testing.T) {
 // waited a request's timeout, and reports nothing else.
 func TestNoServer(t *testing.T) {
 	t.Parallel()
-	rec, _ := follow(t, fmt.Sprintf("zookeeper://127.0.0.1:%d/services", freePort(t)), 300*time.Millisecond)
-	waitFor(t, "a failure", 10*time.Second, func() bool { _, _, f := rec.counts(); return f > 0 })
-	if err := rec.lastFail(); !strings.Contains(err.Error(), "no session with") {
+	rec := follow(t, "zookeeper://"+testpeer.FreePort(t)+"/services", 300*time.Millisecond)
+	rec.WaitFailures(t, 1, 10*time.Second)
+	if err := rec.LastFailure(); !strings.Contains(err.Error(), "no session with") {
 		t.Errorf("failure = %v, want one saying there is no session", err)
 	}
-	if u, _, _ := rec.counts(); u != 0 {
-		t.Errorf("updates without a server: %v", rec.since(0))
+	if u, _ := rec.Counts(); u != 0 {
+		t.Errorf("updates without a server: %v", rec.Updates())
 	}
 }
 
@@ -151,27 +152,27 @@ func TestFollowsCurator(t *testing.T) {
 	b.register(base, "Billing_API", "b1", true, `{"name":"Billing_API","id":"b1","address":"10.0.2.1","port":null,"sslPort":8443,"payload":{"@class":"java.util.LinkedHashMap","zone":"eu-1","replicas":3},"registrationTimeUTC":1700000000000,"serviceType":"DYNAMIC","uriSpec":null,"enabled":true}`)
 	b.mkdirs(base + "/empty")
 
-	rec, lg := follow(t, "zookeeper://"+zs.addr()+base, 3*time.Second)
+	rec := follow(t, "zookeeper://"+zs.addr()+base, 3*time.Second)
 	state := `
-billing-api/b1 10.0.2.1:8443 passing meta zone=eu-1
+billing-api/b1 10.0.2.1:8443 passing weight=100 meta zone=eu-1
 empty: none
-web/8d3c0a1e-0000-4000-8000-00000000000a 10.0.1.5:8080 passing
-web/w2 10.0.1.6:8080 passing
+web/8d3c0a1e-0000-4000-8000-00000000000a 10.0.1.5:8080 passing weight=100
+web/w2 10.0.1.6:8080 passing weight=100
 `
-	rec.waitState(t, state)
-	if first := rec.since(0)[0]; !first.Full {
+	rec.WaitState(t, state, 15*time.Second)
+	if first := rec.Updates()[0]; !first.Full {
 		t.Errorf("the first update is not full: %+v", first)
 	}
-	if n := lg.count("not a DNS label", "Billing_API"); n != 1 {
+	if n := rec.CountLog("not a DNS label", "Billing_API"); n != 1 {
 		t.Errorf("the mapped service name was logged %d times, want once", n)
 	}
 
 	// An instance comes: one update, with every instance of web alone.
-	n, _, _ := rec.counts()
+	n, _ := rec.Counts()
 	b.register(base, "web", "w3", true, curator("web", "w3", "10.0.1.7", 8080))
-	state += "web/w3 10.0.1.7:8080 passing\n"
-	rec.waitState(t, state)
-	for _, u := range rec.since(n) {
+	state += "web/w3 10.0.1.7:8080 passing weight=100\n"
+	rec.WaitState(t, state, 15*time.Second)
+	for _, u := range rec.Updates()[n:] {
 		if u.Full || len(u.Services) != 1 || len(u.Services["web"]) != 3 {
 			t.Errorf("update for a new instance of web: %+v, want all three of web alone", u)
 		}
@@ -179,59 +180,59 @@ web/w2 10.0.1.6:8080 passing
 
 	// Its data changes: disabled, then moved and enabled again.
 	b.set(base+"/web/w3", strings.Replace(curator("web", "w3", "10.0.1.7", 8080), `"enabled":true`, `"enabled":false`, 1))
-	state = strings.Replace(state, "web/w3 10.0.1.7:8080 passing", "web/w3 10.0.1.7:8080 critical", 1)
-	rec.waitState(t, state)
+	state = strings.Replace(state, "web/w3 10.0.1.7:8080 passing weight=100", "web/w3 10.0.1.7:8080 critical weight=100", 1)
+	rec.WaitState(t, state, 15*time.Second)
 	b.set(base+"/web/w3", curator("web", "w3", "10.0.1.7", 9090))
-	state = strings.Replace(state, "web/w3 10.0.1.7:8080 critical", "web/w3 10.0.1.7:9090 passing", 1)
-	rec.waitState(t, state)
+	state = strings.Replace(state, "web/w3 10.0.1.7:8080 critical weight=100", "web/w3 10.0.1.7:9090 passing weight=100", 1)
+	rec.WaitState(t, state, 15*time.Second)
 
 	// A service comes.
 	b.register(base, "cache", "c1", true, curator("cache", "c1", "10.0.3.1", 6379))
-	state += "cache/c1 10.0.3.1:6379 passing\n"
-	rec.waitState(t, state)
+	state += "cache/c1 10.0.3.1:6379 passing weight=100\n"
+	rec.WaitState(t, state, 15*time.Second)
 
 	// Bad data is left out and logged once; the rest of web stays. w4,
 	// written after them, says when the source has seen them.
 	b.register(base, "web", "bad-json", true, `{"name":"web",`)
 	b.register(base, "web", "bad-port", true, curator("web", "bad-port", "10.0.1.9", 70000))
 	b.register(base, "web", "w4", true, curator("web", "w4", "10.0.1.8", 8080))
-	rec.waitState(t, state+"web/w4 10.0.1.8:8080 passing\n")
+	rec.WaitState(t, state+"web/w4 10.0.1.8:8080 passing weight=100\n", 15*time.Second)
 	b.delete(base + "/web/w4") // web is read again; the bad ones are not logged again
-	rec.waitState(t, state)
+	rec.WaitState(t, state, 15*time.Second)
 	for _, bad := range []string{"bad-json", "bad-port"} {
-		if n := lg.count("left out", base+"/web/"+bad); n != 1 {
-			t.Errorf("%s was logged %d times, want once:\n%s", bad, n, lg)
+		if n := rec.CountLog("left out", base+"/web/"+bad); n != 1 {
+			t.Errorf("%s was logged %d times, want once:\n%s", bad, n, rec.Log())
 		}
 	}
 	// Mended, it comes in.
 	b.set(base+"/web/bad-port", curator("web", "bad-port", "10.0.1.9", 8080))
-	state += "web/bad-port 10.0.1.9:8080 passing\n"
-	rec.waitState(t, state)
+	state += "web/bad-port 10.0.1.9:8080 passing weight=100\n"
+	rec.WaitState(t, state, 15*time.Second)
 
 	// Session a ends: its ephemeral instances go, the others stay.
 	a.conn.Close()
-	state = strings.Replace(state, "web/8d3c0a1e-0000-4000-8000-00000000000a 10.0.1.5:8080 passing\n", "", 1)
-	state = strings.Replace(state, "web/w2 10.0.1.6:8080 passing\n", "", 1)
-	rec.waitState(t, state)
+	state = strings.Replace(state, "web/8d3c0a1e-0000-4000-8000-00000000000a 10.0.1.5:8080 passing weight=100\n", "", 1)
+	state = strings.Replace(state, "web/w2 10.0.1.6:8080 passing weight=100\n", "", 1)
+	rec.WaitState(t, state, 15*time.Second)
 
 	// A service's last instance goes, then its directory.
-	n, _, _ = rec.counts()
+	n, _ = rec.Counts()
 	b.delete(base + "/cache/c1")
 	b.delete(base + "/cache")
-	state = strings.Replace(state, "cache/c1 10.0.3.1:6379 passing\n", "cache: none\n", 1)
-	rec.waitState(t, state)
+	state = strings.Replace(state, "cache/c1 10.0.3.1:6379 passing weight=100\n", "cache: none\n", 1)
+	rec.WaitState(t, state, 15*time.Second)
 
 	// A base path that is not there yet (Curator makes it when the first
 	// instance registers) holds no services until it comes.
-	other, _ := follow(t, "zookeeper://"+zs.addr()+"/other", 3*time.Second)
-	waitFor(t, "a full, empty listing of /other", 15*time.Second, func() bool { _, f, _ := other.counts(); return f == 1 })
-	if u := other.since(0)[0]; len(u.Services) != 0 {
+	other := follow(t, "zookeeper://"+zs.addr()+"/other", 3*time.Second)
+	other.WaitFor(t, "a full, empty listing of /other", 15*time.Second, func(r *sourcetest.Recorder) bool { return fulls(r) == 1 })
+	if u := other.Updates()[0]; len(u.Services) != 0 {
 		t.Errorf("services under a missing base path: %+v", u)
 	}
 	b.register("/other", "api", "a1", true, curator("api", "a1", "10.0.4.1", 80))
-	other.waitState(t, "api/a1 10.0.4.1:80 passing")
+	other.WaitState(t, "api/a1 10.0.4.1:80 passing weight=100", 15*time.Second)
 
-	for i, u := range rec.since(0) {
+	for i, u := range rec.Updates() {
 		if u.Full && len(u.Services) == 0 {
 			t.Errorf("update %d is full and empty", i)
 		}
@@ -239,8 +240,8 @@ web/w2 10.0.1.6:8080 passing
 			t.Errorf("update %d empties web", i)
 		}
 	}
-	if _, _, f := rec.counts(); f != 0 {
-		t.Errorf("%d failures; the last: %v", f, rec.lastFail())
+	if _, f := rec.Counts(); f != 0 {
+		t.Errorf("%d failures; the last: %v", f, rec.LastFailure())
 	}
 }
 
@@ -253,41 +254,42 @@ func TestSurvivesRestart(t *testing.T) {
 	r := dial(t, zs.addr())
 	r.register("/services", "web", "w1", false, curator("web", "w1", "10.0.1.5", 8080))
 	r.register("/services", "web", "w2", false, curator("web", "w2", "10.0.1.6", 8080))
-	rec, _ := follow(t, "zookeeper://"+zs.addr()+"/services", 3*time.Second)
+	rec := follow(t, "zookeeper://"+zs.addr()+"/services", 3*time.Second)
 	state := `
-web/w1 10.0.1.5:8080 passing
-web/w2 10.0.1.6:8080 passing
+web/w1 10.0.1.5:8080 passing weight=100
+web/w2 10.0.1.6:8080 passing weight=100
 `
-	rec.waitState(t, state)
-	n, full, _ := rec.counts()
+	rec.WaitState(t, state, 15*time.Second)
+	n, _ := rec.Counts()
+	full := fulls(rec)
 
 	zs.kill()
-	waitFor(t, "a failure", 10*time.Second, func() bool { _, _, f := rec.counts(); return f > 0 })
-	if err := rec.lastFail(); !strings.Contains(err.Error(), "lost the connection") {
+	rec.WaitFailures(t, 1, 10*time.Second)
+	if err := rec.LastFailure(); !strings.Contains(err.Error(), "lost the connection") {
 		t.Errorf("failure = %v, want one saying the connection was lost", err)
 	}
-	if u, _, _ := rec.counts(); u != n {
-		t.Errorf("updates while ZooKeeper is down: %+v", rec.since(n))
+	if u, _ := rec.Counts(); u != n {
+		t.Errorf("updates while ZooKeeper is down: %+v", rec.Updates()[n:])
 	}
 
 	zs.start()
-	waitFor(t, "a full listing after the restart", 15*time.Second, func() bool { _, f, _ := rec.counts(); return f > full })
-	rec.waitState(t, state)
+	rec.WaitFor(t, "a full listing after the restart", 15*time.Second, func(r *sourcetest.Recorder) bool { return fulls(r) > full })
+	rec.WaitState(t, state, 15*time.Second)
 
 	r2 := dial(t, zs.addr())
 	r2.register("/services", "web", "w3", true, curator("web", "w3", "10.0.1.7", 8080))
-	state += "web/w3 10.0.1.7:8080 passing\n"
-	rec.waitState(t, state)
+	state += "web/w3 10.0.1.7:8080 passing weight=100\n"
+	rec.WaitState(t, state, 15*time.Second)
 	r2.set("/services/web/w1", curator("web", "w1", "10.0.1.5", 9090))
 	state = strings.Replace(state, "10.0.1.5:8080", "10.0.1.5:9090", 1)
-	rec.waitState(t, state)
+	rec.WaitState(t, state, 15*time.Second)
 
-	for i, u := range rec.since(n) {
+	for i, u := range rec.Updates()[n:] {
 		if len(u.Services["web"]) < 2 {
 			t.Errorf("update %d after the crash lost instances of web: %+v", n+i, u)
 		}
 	}
-	if _, _, f := rec.counts(); f != 1 {
+	if _, f := rec.Counts(); f != 1 {
 		t.Errorf("%d failures for one outage, want 1", f)
 	}
 }
@@ -301,26 +303,26 @@ func TestSessionExpiry(t *testing.T) {
 	px := startProxy(t, zs.addr())
 	r := dial(t, zs.addr())
 	r.register("/services", "web", "w1", false, curator("web", "w1", "10.0.1.5", 8080))
-	rec, lg := follow(t, "zookeeper://"+px.addr()+"/services?session_timeout=1s", 3*time.Second)
-	state := "web/w1 10.0.1.5:8080 passing\n"
-	rec.waitState(t, state)
-	waitFor(t, "the source's session and the registrar's", 10*time.Second, func() bool { return zs.sessions() == 2 })
-	_, full, _ := rec.counts()
+	rec := follow(t, "zookeeper://"+px.addr()+"/services?session_timeout=1s", 3*time.Second)
+	state := "web/w1 10.0.1.5:8080 passing weight=100\n"
+	rec.WaitState(t, state, 15*time.Second)
+	testpeer.WaitUntil(t, "the source's session and the registrar's", 10*time.Second, func() bool { return zs.sessions() == 2 })
+	full := fulls(rec)
 
 	px.setCut(true)
-	waitFor(t, "a failure", 10*time.Second, func() bool { _, _, f := rec.counts(); return f > 0 })
-	waitFor(t, "the source's session to expire", 15*time.Second, func() bool { return zs.sessions() == 1 })
+	rec.WaitFailures(t, 1, 10*time.Second)
+	testpeer.WaitUntil(t, "the source's session to expire", 15*time.Second, func() bool { return zs.sessions() == 1 })
 	r.register("/services", "web", "w2", false, curator("web", "w2", "10.0.1.6", 8080))
-	state += "web/w2 10.0.1.6:8080 passing\n"
+	state += "web/w2 10.0.1.6:8080 passing weight=100\n"
 
 	px.setCut(false)
-	waitFor(t, "a full listing on a new session", 15*time.Second, func() bool { _, f, _ := rec.counts(); return f > full })
-	rec.waitState(t, state)
-	if n := lg.count("session expired"); n != 1 {
+	rec.WaitFor(t, "a full listing on a new session", 15*time.Second, func(r *sourcetest.Recorder) bool { return fulls(r) > full })
+	rec.WaitState(t, state, 15*time.Second)
+	if n := rec.CountLog("session expired"); n != 1 {
 		t.Errorf("session expiry logged %d times, want once", n)
 	}
 
 	r.register("/services", "web", "w3", false, curator("web", "w3", "10.0.1.7", 8080))
-	state += "web/w3 10.0.1.7:8080 passing\n"
-	rec.waitState(t, state)
+	state += "web/w3 10.0.1.7:8080 passing weight=100\n"
+	rec.WaitState(t, state, 15*time.Second)
 }
