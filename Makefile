@@ -5,12 +5,26 @@ export GOTOOLCHAIN := local
 GO ?= go
 BIN := bin
 
-.PHONY: all build dev test deps check unit race e2e bench bench-go clean
+.PHONY: all build shim dev test deps check unit race e2e bench bench-go clean
 
 all: build
 
-build:
+build: shim
 	$(GO) build -o $(BIN)/disco ./cmd/disco
+
+# libdisco.so, the LD_PRELOAD shim (docs/shim.md). shim's Go tests build it
+# with this rule too, into their own directory, once more with
+# SHIM_SANITIZE='-fsanitize=address,undefined'.
+SHIM_CC ?= gcc
+SHIM_CFLAGS := -std=c11 -O2 -g -fPIC -shared -fvisibility=hidden -pthread \
+	-Wall -Wextra -Werror -Wl,--no-undefined
+SHIM_SANITIZE ?=
+
+shim: $(BIN)/libdisco.so
+
+$(BIN)/libdisco.so: $(wildcard shim/src/*.c shim/src/*.h shim/table.h)
+	@mkdir -p $(BIN)
+	$(SHIM_CC) $(SHIM_CFLAGS) $(SHIM_SANITIZE) -o $@ $(filter %.c,$^) -ldl
 
 dev: build
 	$(BIN)/disco dev
