@@ -9,8 +9,11 @@ BIN := bin
 
 all: build
 
+# disco carries libdisco.so (go:embed, under the disco_shim tag), so that
+# disco exec needs nothing else installed.
 build: shim
-	$(GO) build -o $(BIN)/disco ./cmd/disco
+	cp $(BIN)/libdisco.so shim/libdisco.so
+	$(GO) build -tags disco_shim -o $(BIN)/disco ./cmd/disco
 
 # libdisco.so, the LD_PRELOAD shim (docs/shim.md). shim's Go tests build it
 # with this rule too, into their own directory, once more with

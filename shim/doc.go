@@ -4,7 +4,10 @@
 // connect() to a magic address goes to one of the service's backends, read
 // from the agent's shared-memory table (see package shmtable and table.h).
 //
-// There is no Go API here. The package's tests build the library with the
+// Its Go API is Library: the built library, when the binary carries it
+// (make build compiles it and builds disco with -tags disco_shim, so that
+// disco exec needs nothing else installed). The package's tests build the
+// library with the
 // Makefile's shim rule (plainly, and with ASan and UBSan), write tables with
 // package shmtable, start backends on loopback and run real programs under
 // it: curl, python3, C clients from testdata and a Go program built with

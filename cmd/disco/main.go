@@ -62,6 +62,7 @@ DISCO_DATA_DIR) or, for server, agent and dev, in the YAML file given by
 		newServerCmd(g),
 		newAgentCmd(g),
 		newDevCmd(g),
+		newExecCmd(g),
 		newRegisterCmd(g),
 		newDeregisterCmd(g),
 		newServicesCmd(g),
