@@ -41,6 +41,7 @@ type name struct {
 
 // zone is one service domain.
 type zone struct {
+	idx    int    // its place in Server.zones
 	origin string // lower case, fully qualified: "disco."
 	soa    dns.RR // the SOA of negative answers and SOA queries
 	suffix string // "." + origin
@@ -125,17 +126,22 @@ func (s *Server) parse(qname string) (name, bool) {
 // dns.MinMsgSize for UDP, dns.MaxMsgSize for TCP, or, over UDP, what the
 // client's EDNS0 buffer allows, which it returns. It leaves out records that
 // cannot fit, and says whether it did; fit does the exact cut.
-func (s *Server) answer(req *dns.Msg, size int) (resp *dns.Msg, limit int, capped bool) {
-	resp = new(dns.Msg)
-	resp.SetReply(req)
-	resp.RecursionAvailable = false
+func (s *Server) answer(req *dns.Msg, size int, sc *scratch) (resp *dns.Msg, limit int, capped bool) {
+	resp = sc.newResp()
+	// As dns.Msg.SetReply, without allocating the question.
+	resp.Id, resp.Response, resp.Opcode = req.Id, true, req.Opcode
+	if resp.Opcode == dns.OpcodeQuery {
+		resp.RecursionDesired, resp.CheckingDisabled = req.RecursionDesired, req.CheckingDisabled
+	}
+	if len(req.Question) > 0 {
+		resp.Question = req.Question[:1]
+	}
 	if opt := req.IsEdns0(); opt != nil {
+		resp.Extra = append(resp.Extra, sc.newOPT(maxUDPSize))
 		if opt.Version() != 0 {
-			resp.SetEdns0(maxUDPSize, false)
 			resp.Rcode = dns.RcodeBadVers
 			return resp, size, false
 		}
-		resp.SetEdns0(maxUDPSize, false)
 		if size < dns.MaxMsgSize { // UDP: the client's buffer, within our bounds
 			size = min(max(int(opt.UDPSize()), dns.MinMsgSize), maxUDPSize)
 		}
@@ -158,7 +164,7 @@ func (s *Server) answer(req *dns.Msg, size int) (resp *dns.Msg, limit int, cappe
 		return resp, size, false
 	}
 	resp.Authoritative = true
-	capped = s.resolve(resp, q, n, size)
+	capped = s.resolve(resp, q, n, size, sc)
 	if len(resp.Answer) == 0 {
 		resp.Ns = append(resp.Ns, n.zone.soa)
 	}
@@ -199,7 +205,7 @@ func fit(resp *dns.Msg, size int) bool {
 // resolve fills resp's answer and additional sections for q, and its rcode.
 // It builds no more records than can fit in size bytes, and reports whether
 // it left instances out for that.
-func (s *Server) resolve(resp *dns.Msg, q dns.Question, n name, size int) (capped bool) {
+func (s *Server) resolve(resp *dns.Msg, q dns.Question, n name, size int, sc *scratch) (capped bool) {
 	switch n.form {
 	case formUnknown:
 		resp.Rcode = dns.RcodeNameError
@@ -220,25 +226,28 @@ func (s *Server) resolve(resp *dns.Msg, q dns.Question, n name, size int) (cappe
 	if n.form == formInstance {
 		for i := range v.all {
 			if v.all[i].in.ID == n.id {
-				s.addresses(resp, q, v.all[i:i+1])
+				s.addresses(resp, q, v.all[i:i+1], sc)
 				return false
 			}
 		}
 		resp.Rcode = dns.RcodeNameError
 		return false
 	}
-	var buf [16]entry
-	picked, tagged := eligible(v.all, n.tag, buf[:0])
+	picked, tagged := eligible(v.all, n.tag, sc.entryBuf())
 	if !tagged {
 		resp.Rcode = dns.RcodeNameError // no instance carries the tag at all
 		return false
 	}
-	s.order(picked)
+	if s.order != nil {
+		s.order(picked)
+	} else {
+		weightedShuffle(picked)
+	}
 	if limit := size/minRecordSize + 1; len(picked) > limit {
 		picked, capped = picked[:limit], true
 	}
 	if q.Qtype == dns.TypeSRV || (q.Qtype == dns.TypeANY && n.form == formSRV) {
-		s.srv(resp, q, n, picked)
+		s.srv(resp, q, n, picked, sc)
 		return capped
 	}
 	// A magic address stands for the whole service, so a tag's subset is
@@ -246,14 +255,14 @@ func (s *Server) resolve(resp *dns.Msg, q dns.Question, n name, size int) (cappe
 	if s.cfg.MagicIP != nil && n.form == formService && n.tag == "" && len(picked) > 0 {
 		if magic, ok := s.cfg.MagicIP(n.service); ok {
 			if q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY {
-				resp.Answer = append(resp.Answer, &dns.A{Hdr: s.hdr(q.Name, dns.TypeA), A: magic.AsSlice()})
+				resp.Answer = append(resp.Answer, sc.newA(s.hdr(q.Name, dns.TypeA), magic.AsSlice()))
 			}
 			// Magic addresses are IPv4: answering backends to AAAA
 			// would route IPv6 clients around the interception.
 			return false
 		}
 	}
-	s.addresses(resp, q, picked)
+	s.addresses(resp, q, picked, sc)
 	return capped
 }
 
@@ -261,6 +270,9 @@ func (s *Server) resolve(resp *dns.Msg, q dns.Question, n name, size int) (cappe
 type entry struct {
 	in *catalog.Instance
 	ip net.IP // 4 bytes for IPv4 (and IPv4-mapped), 16 for IPv6, nil for a host name
+	// targets are its SRV target in each zone, by zone index:
+	// <id>.<service>.instance.<zone>, or its host name.
+	targets []string
 }
 
 // view is a service's instances with their addresses parsed, made from one
@@ -285,12 +297,23 @@ func (s *Server) view(service string) (*view, bool) {
 	}
 	v := &view{src: instances, all: make([]entry, len(instances))}
 	for i, in := range instances {
-		v.all[i].in = in
-		if addr, err := netip.ParseAddr(in.Address); err == nil {
-			v.all[i].ip = addr.Unmap().AsSlice()
+		e := &v.all[i]
+		e.in = in
+		e.targets = make([]string, len(s.zones))
+		addr, err := netip.ParseAddr(in.Address)
+		if err == nil {
+			e.ip = addr.Unmap().AsSlice()
+		}
+		for zi, z := range s.zones {
+			if err == nil {
+				e.targets[zi] = in.ID + "." + in.Service + ".instance." + z.origin
+			} else {
+				e.targets[zi] = dns.Fqdn(strings.ToLower(in.Address)) // a host name resolves elsewhere
+			}
 		}
 	}
-	s.views.Store(service, v)
+	// The name may point into a reader's scratch memory: keep a copy.
+	s.views.Store(strings.Clone(service), v)
 	return v, true
 }
 
@@ -331,7 +354,7 @@ func hasTag(in *catalog.Instance, tag string) bool {
 // An instance whose address is a host name is answered with a CNAME when it
 // is the only one asked for (an instance name), and left out of a service's
 // address set, where a CNAME cannot stand beside other records.
-func (s *Server) addresses(resp *dns.Msg, q dns.Question, entries []entry) {
+func (s *Server) addresses(resp *dns.Msg, q dns.Question, entries []entry, sc *scratch) {
 	wantA := q.Qtype == dns.TypeA || q.Qtype == dns.TypeANY
 	wantAAAA := q.Qtype == dns.TypeAAAA || q.Qtype == dns.TypeANY
 	for _, e := range entries {
@@ -341,7 +364,7 @@ func (s *Server) addresses(resp *dns.Msg, q dns.Question, entries []entry) {
 			}
 			continue
 		}
-		if rr := s.addressRR(q.Name, e.ip, wantA, wantAAAA); rr != nil {
+		if rr := s.addressRR(q.Name, e.ip, wantA, wantAAAA, sc); rr != nil {
 			resp.Answer = append(resp.Answer, rr)
 		}
 	}
@@ -349,33 +372,30 @@ func (s *Server) addresses(resp *dns.Msg, q dns.Question, entries []entry) {
 
 // addressRR is the A or AAAA record of ip named owner, or nil when its
 // family is not wanted. The record shares ip.
-func (s *Server) addressRR(owner string, ip net.IP, wantA, wantAAAA bool) dns.RR {
+func (s *Server) addressRR(owner string, ip net.IP, wantA, wantAAAA bool, sc *scratch) dns.RR {
 	switch {
 	case len(ip) == net.IPv4len && wantA:
-		return &dns.A{Hdr: s.hdr(owner, dns.TypeA), A: ip}
+		return sc.newA(s.hdr(owner, dns.TypeA), ip)
 	case len(ip) == net.IPv6len && wantAAAA:
-		return &dns.AAAA{Hdr: s.hdr(owner, dns.TypeAAAA), AAAA: ip}
+		return sc.newAAAA(s.hdr(owner, dns.TypeAAAA), ip)
 	}
 	return nil
 }
 
 // srv answers SRV records for entries, with the address of each target in
 // the additional section.
-func (s *Server) srv(resp *dns.Msg, q dns.Question, n name, entries []entry) {
+func (s *Server) srv(resp *dns.Msg, q dns.Question, n name, entries []entry, sc *scratch) {
 	for _, e := range entries {
-		target := e.in.ID + "." + e.in.Service + ".instance." + n.zone.origin
-		if e.ip == nil {
-			target = dns.Fqdn(strings.ToLower(e.in.Address)) // a host name resolves elsewhere
-		}
-		resp.Answer = append(resp.Answer, &dns.SRV{
+		target := e.targets[n.zone.idx]
+		resp.Answer = append(resp.Answer, sc.newSRV(dns.SRV{
 			Hdr:      s.hdr(q.Name, dns.TypeSRV),
 			Priority: 1,
 			Weight:   uint16(min(e.in.Weight, math.MaxUint16)),
 			Port:     uint16(e.in.Port),
 			Target:   target,
-		})
+		}))
 		if e.ip != nil {
-			resp.Extra = append(resp.Extra, s.addressRR(target, e.ip, true, true))
+			resp.Extra = append(resp.Extra, s.addressRR(target, e.ip, true, true, sc))
 		}
 	}
 }

@@ -29,9 +29,10 @@ func BenchmarkHandle(b *testing.B) {
 			m.SetEdns0(1232, false)
 			pkt, _ := m.Pack()
 			out := make([]byte, maxUDPSize)
+			sc := newScratch()
 			b.ReportAllocs()
 			for b.Loop() {
-				if s.handle(pkt, out, "udp") == nil {
+				if s.handle(pkt, out, "udp", sc) == nil {
 					b.Fatal("no answer")
 				}
 			}

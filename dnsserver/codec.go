@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"strings"
+	"unsafe"
 
 	"github.com/miekg/dns"
 )
@@ -16,7 +17,7 @@ import (
 // results.
 
 // unpackQuery decodes a plain query, or returns false for miekg to decode.
-func unpackQuery(pkt []byte) (*dns.Msg, int, bool) {
+func unpackQuery(pkt []byte, sc *scratch) (*dns.Msg, int, bool) {
 	if len(pkt) < 12+5 {
 		return nil, 0, false
 	}
@@ -58,17 +59,27 @@ func unpackQuery(pkt []byte) (*dns.Msg, int, bool) {
 	if t == 0 || off+4 > len(pkt) {
 		return nil, 0, false // the root, or a truncated question
 	}
-	q := dns.Question{Name: string(text[:t]), Qtype: binary.BigEndian.Uint16(pkt[off:]), Qclass: binary.BigEndian.Uint16(pkt[off+2:])}
+	q := dns.Question{Qtype: binary.BigEndian.Uint16(pkt[off:]), Qclass: binary.BigEndian.Uint16(pkt[off+2:])}
 	off += 4
 	qend := off
-	m := &dns.Msg{
-		MsgHdr: dns.MsgHdr{
-			Id:                binary.BigEndian.Uint16(pkt),
-			RecursionDesired:  flags&(1<<8) != 0,
-			CheckingDisabled:  flags&(1<<4) != 0,
-			AuthenticatedData: flags&(1<<5) != 0,
-		},
-		Question: []dns.Question{q},
+	hdr := dns.MsgHdr{
+		Id:                binary.BigEndian.Uint16(pkt),
+		RecursionDesired:  flags&(1<<8) != 0,
+		CheckingDisabled:  flags&(1<<4) != 0,
+		AuthenticatedData: flags&(1<<5) != 0,
+	}
+	var m *dns.Msg
+	if sc == nil {
+		q.Name = string(text[:t])
+		m = &dns.Msg{MsgHdr: hdr, Question: []dns.Question{q}}
+	} else {
+		// The name lives in the scratch until the next query: nothing
+		// that outlives this query may keep it (view keys are cloned).
+		copy(sc.name[:], text[:t])
+		q.Name = unsafe.String(&sc.name[0], t)
+		sc.question[0] = q
+		sc.req = dns.Msg{MsgHdr: hdr, Question: sc.question[:]}
+		m = &sc.req
 	}
 	if binary.BigEndian.Uint16(pkt[10:]) == 1 {
 		// OPT: root name, type 41, class = UDP size, TTL = extended
@@ -78,11 +89,21 @@ func unpackQuery(pkt []byte) (*dns.Msg, int, bool) {
 			binary.BigEndian.Uint16(pkt[off+9:]) != 0 {
 			return nil, 0, false
 		}
-		opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: binary.BigEndian.Uint16(pkt[off+3:]), Ttl: binary.BigEndian.Uint32(pkt[off+5:])}}
-		if opt.Version() != 0 || opt.ExtendedRcode() != 0 {
+		// Version 0, no extended rcode: the TTL's top 16 bits are zero.
+		ttl := binary.BigEndian.Uint32(pkt[off+5:])
+		if ttl>>16 != 0 {
 			return nil, 0, false
 		}
-		m.Extra = []dns.RR{opt}
+		var opt *dns.OPT
+		if sc == nil {
+			opt = new(dns.OPT)
+			m.Extra = []dns.RR{opt}
+		} else {
+			opt = &sc.reqOpt
+			sc.reqExtra[0] = opt
+			m.Extra = sc.reqExtra[:]
+		}
+		*opt = dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT, Class: binary.BigEndian.Uint16(pkt[off+3:]), Ttl: ttl}}
 	} else if off != len(pkt) {
 		return nil, 0, false
 	}

@@ -49,7 +49,9 @@ func TestCodecMatchesMiekg(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.zones = append(s.zones, newZone("consul", 5))
+	consul := newZone("consul", 5)
+	consul.idx = len(s.zones)
+	s.zones = append(s.zones, consul)
 	s.order = func([]entry) {}
 	took, packed := 0, 0
 	for _, q := range codecQueries() {
@@ -61,7 +63,7 @@ func TestCodecMatchesMiekg(t *testing.T) {
 		if err := general.Unpack(pkt); err != nil {
 			t.Fatal(err)
 		}
-		fast, qend, ok := unpackQuery(pkt)
+		fast, qend, ok := unpackQuery(pkt, nil)
 		if !ok {
 			continue
 		}
@@ -71,7 +73,7 @@ func TestCodecMatchesMiekg(t *testing.T) {
 			continue
 		}
 		for _, size := range []int{dns.MinMsgSize, dns.MaxMsgSize} {
-			resp, limit, _ := s.answer(fast, size)
+			resp, limit, _ := s.answer(fast, size, nil)
 			b, ok := packAnswer(resp, pkt, qend, make([]byte, 0, 512), limit)
 			if !ok {
 				continue
@@ -105,7 +107,7 @@ func FuzzUnpackQuery(f *testing.F) {
 		f.Add(pkt)
 	}
 	f.Fuzz(func(t *testing.T, pkt []byte) {
-		fast, _, ok := unpackQuery(pkt)
+		fast, _, ok := unpackQuery(pkt, newScratch())
 		if !ok {
 			return
 		}
@@ -130,12 +132,13 @@ func FuzzHandle(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	sc := newScratch()
 	f.Fuzz(func(t *testing.T, pkt []byte, tcp bool) {
 		transport, limit := "udp", maxUDPSize
 		if tcp {
 			transport, limit = "tcp", dns.MaxMsgSize
 		}
-		b := s.handle(pkt, make([]byte, limit), transport)
+		b := s.handle(pkt, make([]byte, limit), transport, sc)
 		if b == nil {
 			return
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 )
 
 // The TCP side's limits (RFC 7766 asks servers to bound idle connections and
@@ -41,7 +42,7 @@ type Server struct {
 	order func([]entry)
 	views sync.Map // service name → *view
 
-	udp net.PacketConn
+	udp []net.PacketConn // one per reader, sharing the port (SO_REUSEPORT)
 	tcp net.Listener
 
 	closeOnce sync.Once
@@ -71,7 +72,9 @@ func New(cat Catalog, cfg Config) (*Server, error) {
 		conns:   map[net.Conn]struct{}{},
 	}
 	for _, d := range cfg.Domains {
-		s.zones = append(s.zones, newZone(d, uint32(cfg.NegativeTTL/time.Second)))
+		z := newZone(d, uint32(cfg.NegativeTTL/time.Second))
+		z.idx = len(s.zones)
+		s.zones = append(s.zones, z)
 	}
 	return s, nil
 }
@@ -82,25 +85,58 @@ func (s *Server) Listen() error {
 	if s.cfg.Addr == "" {
 		return errors.New("dnsserver: no address to listen on")
 	}
-	pc, err := net.ListenPacket("udp", s.cfg.Addr)
-	if err != nil {
-		return fmt.Errorf("dnsserver: listen on udp %s: %w", s.cfg.Addr, err)
+	// One UDP socket per reader, all on one port: the kernel spreads
+	// queries over them by their source, and each reader drains its own
+	// queue, so no reader is woken for a packet another takes.
+	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		})
+		return errors.Join(err, serr)
+	}}
+	addr := s.cfg.Addr
+	for range udpReaders() {
+		pc, err := lc.ListenPacket(context.Background(), "udp", addr)
+		if err != nil {
+			s.closeUDP()
+			return fmt.Errorf("dnsserver: listen on udp %s: %w", addr, err)
+		}
+		// Room for bursts: a full queue drops queries. The kernel caps
+		// this at net.core.rmem_max.
+		pc.(*net.UDPConn).SetReadBuffer(udpReadBuffer)
+		s.udp = append(s.udp, pc)
+		addr = pc.LocalAddr().String() // port 0: the others take the same port
 	}
-	l, err := net.Listen("tcp", pc.LocalAddr().String())
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		pc.Close()
-		return fmt.Errorf("dnsserver: listen on tcp %s: %w", pc.LocalAddr(), err)
+		s.closeUDP()
+		return fmt.Errorf("dnsserver: listen on tcp %s: %w", addr, err)
 	}
-	s.udp, s.tcp = pc, l
+	s.tcp = l
 	return nil
+}
+
+// udpReadBuffer is each UDP socket's receive buffer.
+const udpReadBuffer = 4 << 20
+
+// udpReaders is how many UDP sockets and readers the server runs: one per
+// core.
+func udpReaders() int { return runtime.GOMAXPROCS(0) }
+
+func (s *Server) closeUDP() {
+	for _, pc := range s.udp {
+		pc.Close()
+	}
+	s.udp = nil
 }
 
 // Addr is the address the server is bound to ("" before Listen).
 func (s *Server) Addr() string {
-	if s.udp == nil {
+	if len(s.udp) == 0 {
 		return ""
 	}
-	return s.udp.LocalAddr().String()
+	return s.udp[0].LocalAddr().String()
 }
 
 // Close closes the sockets Listen bound and every TCP connection; a running
@@ -108,8 +144,10 @@ func (s *Server) Addr() string {
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closing)
-		if s.udp != nil {
-			s.udp.Close()
+		if len(s.udp) > 0 {
+			for _, pc := range s.udp {
+				pc.Close()
+			}
 			s.tcp.Close()
 		}
 		s.mu.Lock()
@@ -125,15 +163,15 @@ func (s *Server) Close() error {
 // Serve answers queries on the bound sockets until ctx is done or Close is
 // called, then closes them and every TCP connection.
 func (s *Server) Serve(ctx context.Context) error {
-	if s.udp == nil {
+	if len(s.udp) == 0 {
 		return errors.New("dnsserver: Serve before Listen")
 	}
 	s.log.Info("serving DNS", "addr", s.Addr(), "domains", s.cfg.Domains)
 	var wg sync.WaitGroup
 	// One reader per core, each answering inline: a query costs no
 	// goroutine and no hand-off.
-	for range runtime.GOMAXPROCS(0) {
-		wg.Go(s.serveUDP)
+	for _, pc := range s.udp {
+		wg.Go(func() { s.serveUDP(pc) })
 	}
 	wg.Go(func() { s.serveTCP(&wg) })
 	select {
@@ -161,15 +199,16 @@ type batchConn interface {
 	WriteBatch(ms []ipv4.Message, flags int) (int, error)
 }
 
-func (s *Server) batchConn() batchConn {
-	if addr, ok := s.udp.LocalAddr().(*net.UDPAddr); ok && addr.IP.To4() == nil {
-		return ipv6.NewPacketConn(s.udp)
+func batchOf(pc net.PacketConn) batchConn {
+	if addr, ok := pc.LocalAddr().(*net.UDPAddr); ok && addr.IP.To4() == nil {
+		return ipv6.NewPacketConn(pc)
 	}
-	return ipv4.NewPacketConn(s.udp)
+	return ipv4.NewPacketConn(pc)
 }
 
-func (s *Server) serveUDP() {
-	conn := s.batchConn()
+func (s *Server) serveUDP(pc net.PacketConn) {
+	conn := batchOf(pc)
+	sc := newScratch()
 	in := make([]ipv4.Message, udpBatch)
 	out := make([]ipv4.Message, udpBatch)
 	for i := range in {
@@ -195,7 +234,7 @@ func (s *Server) serveUDP() {
 				s.m.dropped.WithLabelValues("malformed").Inc()
 				continue
 			}
-			resp := s.handle(m.Buffers[0][:m.N], bufs[k], "udp")
+			resp := s.handle(m.Buffers[0][:m.N], bufs[k], "udp", sc)
 			if resp == nil {
 				continue
 			}
@@ -258,6 +297,7 @@ func (s *Server) serveConn(c net.Conn) {
 	var lenbuf [2]byte
 	buf := make([]byte, 512)
 	out := make([]byte, 2+dns.MaxMsgSize)
+	sc := newScratch()
 	for {
 		c.SetReadDeadline(time.Now().Add(tcpIdleTimeout))
 		if _, err := io.ReadFull(c, lenbuf[:]); err != nil {
@@ -271,7 +311,7 @@ func (s *Server) serveConn(c net.Conn) {
 		if _, err := io.ReadFull(c, buf[:n]); err != nil {
 			return
 		}
-		resp := s.handle(buf[:n], out[2:], "tcp")
+		resp := s.handle(buf[:n], out[2:], "tcp", sc)
 		if resp == nil {
 			return // a client sending garbage gets no more of our time
 		}
@@ -291,9 +331,10 @@ func (s *Server) serveConn(c net.Conn) {
 
 // handle answers one query packet into out (or a new buffer if it does not
 // fit) and returns the response, or nil for a packet to drop.
-func (s *Server) handle(pkt, out []byte, transport string) []byte {
+func (s *Server) handle(pkt, out []byte, transport string, sc *scratch) []byte {
 	start := time.Now()
-	req, qend, plain := unpackQuery(pkt)
+	sc.reset()
+	req, qend, plain := unpackQuery(pkt, sc)
 	if !plain {
 		req = new(dns.Msg)
 		if err := req.Unpack(pkt); err != nil {
@@ -310,7 +351,7 @@ func (s *Server) handle(pkt, out []byte, transport string) []byte {
 	if transport == "udp" {
 		size = dns.MinMsgSize
 	}
-	resp, size, truncated := s.answer(req, size)
+	resp, size, truncated := s.answer(req, size, sc)
 	b, packed := []byte(nil), false
 	if plain {
 		b, packed = packAnswer(resp, pkt, qend, out, size)
