@@ -58,6 +58,8 @@ e2e:
 # Go micro-benchmarks beside the hot code, then the end-to-end benchmarks.
 bench: bench-go
 	$(GO) run ./bench/registry
+	$(GO) run ./bench/dns
+	$(GO) run ./bench/propagation
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
