@@ -58,6 +58,11 @@ type Config struct {
 	// port a service's backends declare and on ProxyPorts.
 	Proxy      bool  `yaml:"proxy"`
 	ProxyPorts []int `yaml:"proxy-port"`
+	// Report is where libdisco.so's connect failure reports arrive (UDP);
+	// empty ignores them. EjectFor is how long a backend reported failing
+	// repeatedly gets weight 0 in the table.
+	Report   string        `yaml:"report"`
+	EjectFor time.Duration `yaml:"eject-for"`
 	// DNS answers the agent's table; an empty DNS.Addr turns it off.
 	DNS dnsserver.Config `yaml:",inline"`
 
@@ -79,6 +84,8 @@ func DefaultConfig() Config {
 		MagicRange: magicip.DefaultRange.String(),
 		DNSMagic:   true,
 		Proxy:      true,
+		Report:     DefaultReportAddr,
+		EjectFor:   30 * time.Second,
 		DNS:        d,
 	}
 }
@@ -93,6 +100,14 @@ func (c *Config) Validate() error {
 	}
 	if c.HoldWindow < 0 || c.LKGMaxAge < 0 || c.Refresh < time.Second {
 		return fmt.Errorf("agent: hold-window and lkg-max-age must not be negative, and refresh must be at least 1s (got %s, %s, %s)", c.HoldWindow, c.LKGMaxAge, c.Refresh)
+	}
+	if c.EjectFor < 0 {
+		return fmt.Errorf("agent: eject-for must not be negative, got %s", c.EjectFor)
+	}
+	if c.Report != "" {
+		if _, err := netip.ParseAddrPort(c.Report); err != nil {
+			return fmt.Errorf("agent: report address %q: want IP:PORT: %w", c.Report, err)
+		}
 	}
 	for _, p := range c.ProxyPorts {
 		if p < 1 || p > 65535 {
@@ -118,6 +133,7 @@ type Agent struct {
 	guard   *guard.Guard
 	node    *node
 	dns     *dnsserver.Server
+	reports net.PacketConn // nil when reports are off or not bound
 	reg     *prometheus.Registry
 	started time.Time
 }
@@ -165,6 +181,9 @@ func New(cfg Config) (*Agent, error) {
 		}
 		a.node.proxy = f
 	}
+	if cfg.Report != "" {
+		a.node.ejector = newEjector(a.reg, cfg.EjectFor)
+	}
 	if cfg.DNS.Addr != "" {
 		dc := cfg.DNS
 		dc.Logger, dc.Registerer = cfg.Logger, a.reg
@@ -193,11 +212,27 @@ func (a *Agent) Listen() (net.Listener, error) {
 			return nil, err
 		}
 	}
-	l, err := net.Listen("tcp", a.cfg.HTTP)
-	if err != nil {
+	closeAll := func() {
 		if a.dns != nil {
 			a.dns.Close()
 		}
+		if a.reports != nil {
+			a.reports.Close()
+		}
+	}
+	if a.cfg.Report != "" {
+		// Not fatal: a second agent on the host (a test, a dev run) still
+		// serves, without passive ejection.
+		pc, err := net.ListenPacket("udp", a.cfg.Report)
+		if err != nil {
+			a.log.Warn("agent: not listening for connect failure reports; backends will not be ejected on them", "addr", a.cfg.Report, "err", err)
+		} else {
+			a.reports = pc
+		}
+	}
+	l, err := net.Listen("tcp", a.cfg.HTTP)
+	if err != nil {
+		closeAll()
 		return nil, fmt.Errorf("agent: listen on %s: %w", a.cfg.HTTP, err)
 	}
 	return l, nil
@@ -230,6 +265,9 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 	var wg sync.WaitGroup
 	wg.Go(func() { a.guard.Run(ctx) })
 	wg.Go(func() { a.node.follow(ctx) })
+	if a.reports != nil {
+		wg.Go(func() { a.node.ejector.serve(a.reports) })
+	}
 	for i, src := range a.sources {
 		wg.Go(func() {
 			if err := src.Run(ctx, a.guard.Sink(i)); err != nil && ctx.Err() == nil {
@@ -259,6 +297,9 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 	defer cancel()
 	hs.Shutdown(sctx)
 	stop()
+	if a.reports != nil {
+		a.reports.Close()
+	}
 	wg.Wait()
 	return err
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/discotech/disco/shmtable"
 )
@@ -278,4 +279,92 @@ func TestFallbackProxy(t *testing.T) {
 	if seen["b1"] == 0 || seen["b2"] == 0 || seen["drained"] != 0 || len(seen) != 2 {
 		t.Errorf("backends seen: %v", seen)
 	}
+}
+
+// TestFailureReportsEject: three connect failures reported for a backend
+// within the window give it weight 0 in the shared-memory table until the
+// ejection ends; never more than half of a service's backends at once.
+func TestFailureReportsEject(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.yaml")
+	os.WriteFile(path, []byte(`services:
+  web:
+    - {id: w1, address: 10.0.1.1, port: 80}
+    - {id: w2, address: 10.0.1.2, port: 80}
+    - {id: w3, address: 10.0.1.3, port: 80}
+    - {id: w4, address: 10.0.1.4, port: 80}
+`), 0o644)
+	cfg := DefaultConfig()
+	cfg.Sources = []string{"file://" + path}
+	cfg.StateDir = t.TempDir()
+	cfg.HTTP = "127.0.0.1:0"
+	cfg.DNS.Addr = ""
+	cfg.Proxy = false
+	cfg.Report = "127.0.0.1:0"
+	cfg.EjectFor = 2 * time.Second
+	cfg.Table = filepath.Join(t.TempDir(), "disco.table")
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := a.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Serve(ctx, l); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	weights := func() string {
+		svcs, _ := shmtable.Read(cfg.Table)
+		var out []string
+		for _, s := range svcs {
+			for _, b := range s.Backends {
+				out = append(out, fmt.Sprintf("%s=%d", b.Addr, b.Weight))
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	waitWeights := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for weights() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("table weights %q, want %q", weights(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitWeights("10.0.1.1=100 10.0.1.2=100 10.0.1.3=100 10.0.1.4=100")
+	c, err := net.Dial("udp", a.reports.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	report := func(addr string, n int) {
+		for range n {
+			fmt.Fprintf(c, "fail web %s 80 111\n", addr)
+		}
+	}
+	report("10.0.1.2", 2) // two: not yet
+	c.Write([]byte("garbage\n"))
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.ToFloat64(a.node.ejector.m.reports.WithLabelValues("web")) != 2 || testutil.ToFloat64(a.node.ejector.m.rejected) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the reports were not counted")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := weights(); got != "10.0.1.1=100 10.0.1.2=100 10.0.1.3=100 10.0.1.4=100" {
+		t.Fatalf("after two failures: %s", got)
+	}
+	report("10.0.1.2", 1)
+	waitWeights("10.0.1.1=100 10.0.1.2=0 10.0.1.3=100 10.0.1.4=100")
+	// Two more backends fail: only one more is ejected (half of four).
+	report("10.0.1.3", 3)
+	report("10.0.1.4", 3)
+	waitWeights("10.0.1.1=100 10.0.1.2=0 10.0.1.3=0 10.0.1.4=100")
+	// The ejections end.
+	waitWeights("10.0.1.1=100 10.0.1.2=100 10.0.1.3=100 10.0.1.4=100")
 }

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/discotech/disco/catalog"
 	"github.com/discotech/disco/guard"
@@ -27,6 +28,7 @@ type node struct {
 	magic   netip.Prefix
 	writer  *shmtable.Writer // nil when the table is off
 	proxy   *fallback        // nil when the fallback proxy is off
+	ejector *ejector         // nil when failure reports are off
 	current atomic.Pointer[view]
 }
 
@@ -42,6 +44,12 @@ func (n *node) follow(ctx context.Context) {
 		}
 	}()
 	var published uint64
+	var kick <-chan struct{}
+	if n.ejector != nil {
+		kick = n.ejector.kick
+	}
+	expiry := time.NewTimer(time.Hour)
+	defer expiry.Stop()
 	for {
 		changed := n.a.guard.Changed()
 		t := n.a.guard.Table()
@@ -49,8 +57,19 @@ func (n *node) follow(ctx context.Context) {
 			n.update(t)
 			published = t.Version
 		}
+		// An ejection that ends must be published too.
+		expiry.Stop()
+		if n.ejector != nil {
+			if d := n.ejector.nextEnd(); d > 0 {
+				expiry.Reset(d)
+			}
+		}
 		select {
 		case <-changed:
+		case <-kick:
+			n.update(t)
+		case <-expiry.C:
+			n.update(t)
 		case <-ctx.Done():
 			return
 		}
@@ -87,10 +106,27 @@ func (n *node) update(t *guard.Table) {
 				s.Backends = append(s.Backends, b)
 			}
 		}
+		n.eject(&s)
 		services = append(services, s)
 	}
 	if err := n.writer.Publish(services); err != nil {
 		n.a.log.Error("agent: publishing the shared-memory table", "err", err)
+	}
+}
+
+// eject gives weight 0 to the backends programs keep failing to connect to,
+// at most half of the service's.
+func (n *node) eject(s *shmtable.Service) {
+	if n.ejector == nil {
+		return
+	}
+	budget := len(s.Backends) / 2
+	for i := range s.Backends {
+		b := &s.Backends[i]
+		if budget > 0 && b.Weight > 0 && n.ejector.ejected(s.Name, netip.AddrPortFrom(b.Addr, b.Port)) {
+			b.Weight = 0
+			budget--
+		}
 	}
 }
 
