@@ -12,6 +12,7 @@ import (
 
 	"github.com/discotech/disco/agent"
 	"github.com/discotech/disco/server"
+	"github.com/discotech/disco/shmtable"
 )
 
 // devConfig is disco dev's settings: the server's, and the agent's port.
@@ -118,9 +119,9 @@ Try, in another terminal:
   disco instances web
   disco watch web
   curl -s %[1]s/v1/services/web
-%[4]s
+%[4]s%[6]s
 Ctrl-C stops it.
-`, api, cfg.DataDir, dnsLine(srv.DNSAddr()), digLines(srv.DNSAddr()), agentLine)
+`, api, cfg.DataDir, dnsLine(srv.DNSAddr()), digLines(srv.DNSAddr()), agentLine, execLine(ag != nil && cfg.Table != "", cfg.Table))
 	if ag == nil {
 		return srv.Serve(ctx, l)
 	}
@@ -134,6 +135,18 @@ Ctrl-C stops it.
 		err = aerr
 	}
 	return err
+}
+
+// execLine is the interception to try, when the agent writes a table.
+func execLine(on bool, table string) string {
+	if !on {
+		return ""
+	}
+	flag := ""
+	if table != shmtable.DefaultPath {
+		flag = " --table " + table
+	}
+	return fmt.Sprintf("  disco exec%s -- curl -s http://web.service.disco:8080/   # connect() goes straight to a backend\n", flag)
 }
 
 func dnsLine(addr string) string {
