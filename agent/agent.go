@@ -355,11 +355,18 @@ type Status struct {
 	Started time.Time `json:"started"`
 	DNS     string    `json:"dns,omitempty"`
 	guard.Status
+	// Ejected are the backends given weight 0 in the shared-memory table
+	// because programs on the node kept failing to connect to them.
+	Ejected []Ejection `json:"ejected"`
 }
 
 // Status returns the agent's status.
 func (a *Agent) Status() Status {
-	return Status{Started: a.started, DNS: a.DNSAddr(), Status: a.guard.Status()}
+	st := Status{Started: a.started, DNS: a.DNSAddr(), Status: a.guard.Status(), Ejected: []Ejection{}}
+	if a.node.ejector != nil {
+		st.Ejected = a.node.ejector.list()
+	}
+	return st
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -365,6 +365,15 @@ func TestFailureReportsEject(t *testing.T) {
 	report("10.0.1.3", 3)
 	report("10.0.1.4", 3)
 	waitWeights("10.0.1.1=100 10.0.1.2=0 10.0.1.3=0 10.0.1.4=100")
+	// The status lists what the reports ejected (all three: the table
+	// applies the limit of half).
+	deadline = time.Now().Add(10 * time.Second)
+	for len(a.Status().Ejected) != 3 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if ej := a.Status().Ejected; len(ej) != 3 || ej[0].Address != "10.0.1.2:80" || ej[0].Service != "web" {
+		t.Errorf("status ejected: %+v", ej)
+	}
 	// The ejections end.
 	waitWeights("10.0.1.1=100 10.0.1.2=100 10.0.1.3=100 10.0.1.4=100")
 }

@@ -1,9 +1,11 @@
 package agent
 
 import (
+	"cmp"
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -170,4 +172,28 @@ func (e *ejector) nextEnd() time.Duration {
 		}
 	}
 	return next
+}
+
+// Ejection is one backend ejected on failure reports, for the status.
+type Ejection struct {
+	Service string    `json:"service"`
+	Address string    `json:"address"`
+	Until   time.Time `json:"until"`
+}
+
+// list returns the ejections running now, sorted.
+func (e *ejector) list() []Ejection {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.now()
+	out := []Ejection{}
+	for k, h := range e.backends {
+		if now.Before(h.until) {
+			out = append(out, Ejection{Service: k.service, Address: k.addr.String(), Until: h.until})
+		}
+	}
+	slices.SortFunc(out, func(a, b Ejection) int {
+		return cmp.Or(strings.Compare(a.Service, b.Service), strings.Compare(a.Address, b.Address))
+	})
+	return out
 }
