@@ -27,10 +27,7 @@ Source specs:
   zookeeper://127.0.0.1:2181/services            a ZooKeeper base path (Curator layout)`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := loadConfig(cmd, &file, &cfg); err != nil {
-				return err
-			}
-			log, err := g.logger()
+			log, err := g.hostSetup(cmd, &file, &cfg)
 			if err != nil {
 				return err
 			}

@@ -40,10 +40,7 @@ temporary directory removed on exit (unless --data-dir is given). It prints
 what to try next.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := loadConfig(cmd, &file, &cfg); err != nil {
-				return err
-			}
-			log, err := g.logger()
+			log, err := g.hostSetup(cmd, &file, &cfg)
 			if err != nil {
 				return err
 			}

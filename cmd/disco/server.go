@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -26,10 +27,7 @@ one-server cluster; an acknowledged write is on disk (fsynced raft log) before
 the API answers.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := loadConfig(cmd, &file, &cfg); err != nil {
-				return err
-			}
-			log, err := g.logger()
+			log, err := g.hostSetup(cmd, &file, &cfg)
 			if err != nil {
 				return err
 			}
@@ -62,6 +60,15 @@ func dnsFlags(f *pflag.FlagSet, cfg *dnsserver.Config) {
 	f.StringSliceVar(&cfg.Domains, "dns-domain", cfg.Domains, "service domains answered, e.g. disco,consul")
 	f.DurationVar(&cfg.TTL, "dns-ttl", cfg.TTL, "TTL of DNS answers")
 	f.DurationVar(&cfg.NegativeTTL, "dns-negative-ttl", cfg.NegativeTTL, "how long resolvers may cache NXDOMAIN and empty answers (the SOA minimum)")
+}
+
+// hostSetup loads a host's settings (config file, environment, flags) into
+// cfg and returns the logger the global flags ask for.
+func (g *globals) hostSetup(cmd *cobra.Command, file *string, cfg any) (*slog.Logger, error) {
+	if err := loadConfig(cmd, file, cfg); err != nil {
+		return nil, err
+	}
+	return g.logger()
 }
 
 // loadConfig resolves the config file (--config or DISCO_CONFIG) and loads
