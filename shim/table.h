@@ -134,6 +134,20 @@ static inline int disco__name_cmp(const uint8_t *entry, const char *name, size_t
 	return entry[len] == 0 ? 0 : 1;
 }
 
+/* disco__copy_backends copies backends [first, first+count) of a slot's
+ * backend array, at most max of them. */
+static inline void disco__copy_backends(const uint8_t *backends, uint32_t first, uint32_t count,
+					struct disco_backend *out, int max)
+{
+	for (uint32_t i = 0; i < count && (int)i < max; i++) {
+		const uint8_t *b = backends + (size_t)(first + i) * DISCO_TABLE_BACKEND_SIZE;
+		out[i].family = b[0];
+		out[i].port = disco__le16(b + 2);
+		out[i].weight = disco__le32(b + 4);
+		memcpy(out[i].addr, b + 8, 16);
+	}
+}
+
 /*
  * disco_table_service copies the service called name (len bytes, lower
  * case): its magic address into magic[4], and up to max of its backends
@@ -172,13 +186,7 @@ static inline int disco_table_service(const struct disco_table *t, const char *n
 			if ((uint64_t)first + count > o.n_backends)
 				continue; /* torn: try again */
 			n = (int)count;
-			for (uint32_t i = 0; i < count && (int)i < max; i++) {
-				const uint8_t *b = r.slot + o.backends + (size_t)(first + i) * DISCO_TABLE_BACKEND_SIZE;
-				out[i].family = b[0];
-				out[i].port = disco__le16(b + 2);
-				out[i].weight = disco__le32(b + 4);
-				memcpy(out[i].addr, b + 8, 16);
-			}
+			disco__copy_backends(r.slot + o.backends, first, count, out, max);
 		}
 		if (disco__valid(&r))
 			return n;
@@ -227,13 +235,7 @@ static inline int disco_table_by_magic(const struct disco_table *t, const uint8_
 			if ((uint64_t)first + count > o.n_backends)
 				continue;
 			n = (int)count;
-			for (uint32_t i = 0; i < count && (int)i < max; i++) {
-				const uint8_t *b = r.slot + o.backends + (size_t)(first + i) * DISCO_TABLE_BACKEND_SIZE;
-				out[i].family = b[0];
-				out[i].port = disco__le16(b + 2);
-				out[i].weight = disco__le32(b + 4);
-				memcpy(out[i].addr, b + 8, 16);
-			}
+			disco__copy_backends(r.slot + o.backends, first, count, out, max);
 		}
 		if (disco__valid(&r))
 			return n;
