@@ -39,6 +39,8 @@ type fallback struct {
 type listener struct {
 	service string
 	l       net.Listener
+	// The service's connection counters, resolved once.
+	ok, retried, failed prometheus.Counter
 }
 
 type fallbackMetrics struct {
@@ -92,12 +94,19 @@ func (f *fallback) sync(v *view) {
 		if f.listeners[ap] != nil {
 			continue
 		}
-		l, err := net.Listen("tcp", ap.String())
+		// No TCP keep-alive probes on the local hop (it cannot break
+		// silently) or toward the backend (the client's own end-to-end
+		// settings are what matter): four fewer system calls per socket.
+		l, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", ap.String())
 		if err != nil {
 			f.n.a.log.Warn("agent: fallback proxy cannot listen", "service", name, "addr", ap.String(), "err", err)
 			continue
 		}
-		ln := &listener{service: name, l: l}
+		ln := &listener{service: name, l: l,
+			ok:      f.m.conns.WithLabelValues(name, "ok"),
+			retried: f.m.conns.WithLabelValues(name, "retried"),
+			failed:  f.m.conns.WithLabelValues(name, "failed"),
+		}
 		f.listeners[ap] = ln
 		f.wg.Go(func() { f.serve(ln) })
 	}
@@ -126,7 +135,7 @@ func (f *fallback) serve(ln *listener) {
 			time.Sleep(10 * time.Millisecond) // out of descriptors: let some close
 			continue
 		}
-		go f.forward(ln.service, c)
+		go f.forward(ln, c)
 	}
 }
 
@@ -134,49 +143,48 @@ func (f *fallback) serve(ln *listener) {
 // moves on to another, as the shim does for a blocking connect.
 const maxTries = 3
 
-func (f *fallback) forward(service string, c net.Conn) {
+func (f *fallback) forward(ln *listener, c net.Conn) {
 	v := f.n.current.Load()
 	var backends []*catalog.Instance
 	if v != nil {
-		backends = v.table.Services[service]
+		backends = v.table.Services[ln.service]
 	}
-	tried := map[*catalog.Instance]bool{}
+	var tried []*catalog.Instance
+	dialer := net.Dialer{Timeout: f.timeout, KeepAlive: -1}
 	for attempt := 0; attempt < maxTries; attempt++ {
 		in := f.pick(backends, tried)
 		if in == nil {
 			break
 		}
-		tried[in] = true
+		tried = append(tried, in)
 		addr := net.JoinHostPort(in.Address, strconv.Itoa(in.Port))
-		ctx, cancel := context.WithTimeout(context.Background(), f.timeout)
-		b, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-		cancel()
+		b, err := dialer.Dial("tcp", addr)
 		if err != nil {
-			f.n.a.log.Debug("agent: fallback proxy: backend refused", "service", service, "backend", addr, "err", err)
+			f.n.a.log.Debug("agent: fallback proxy: backend refused", "service", ln.service, "backend", addr, "err", err)
 			continue
 		}
-		result := "ok"
 		if attempt > 0 {
-			result = "retried"
+			ln.retried.Inc()
+		} else {
+			ln.ok.Inc()
 		}
-		f.m.conns.WithLabelValues(service, result).Inc()
 		n := f.counter(addr)
 		n.Add(1)
 		relay.Join(c, b)
 		n.Add(-1)
 		return
 	}
-	f.m.conns.WithLabelValues(service, "failed").Inc()
+	ln.failed.Inc()
 	c.Close()
 }
 
 // pick chooses a backend by weighted power of two choices: two draws by
 // weight, and of the two the one with fewer connections in flight. Drained
 // (weight 0) and already tried backends are never picked.
-func (f *fallback) pick(backends []*catalog.Instance, tried map[*catalog.Instance]bool) *catalog.Instance {
+func (f *fallback) pick(backends []*catalog.Instance, tried []*catalog.Instance) *catalog.Instance {
 	total := 0
 	for _, in := range backends {
-		if !tried[in] && in.Weight > 0 {
+		if !slices.Contains(tried, in) && in.Weight > 0 {
 			total += in.Weight
 		}
 	}
@@ -186,7 +194,7 @@ func (f *fallback) pick(backends []*catalog.Instance, tried map[*catalog.Instanc
 	draw := func() *catalog.Instance {
 		x := rand.IntN(total)
 		for _, in := range backends {
-			if tried[in] || in.Weight <= 0 {
+			if in.Weight <= 0 || slices.Contains(tried, in) {
 				continue
 			}
 			if x < in.Weight {
