@@ -60,6 +60,7 @@ bench: bench-go
 	$(GO) run ./bench/registry
 	$(GO) run ./bench/dns
 	$(GO) run ./bench/propagation
+	$(GO) run ./bench/transparent
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
