@@ -1,8 +1,13 @@
 // Package relay joins two TCP connections, copying each way until both
 // sides are done, with half-close passed through: when one side finishes
 // sending, the other is told (shutdown of its write side) and may keep
-// answering. Between two *net.TCPConn, io.Copy uses splice(2), so the bytes
-// stay in the kernel.
+// answering.
+//
+// Each direction starts by copying through a buffer — one read and one
+// write per message, the cheapest way to move the small messages of a
+// request and its answer — and turns to splice(2) (io.Copy between two
+// *net.TCPConn) as soon as a read fills the buffer: a bulk transfer then
+// stays in the kernel.
 package relay
 
 import (
@@ -34,13 +39,45 @@ func Join(a, b net.Conn) (aToB, bToA int64, err error) {
 // pipe copies src to dst, then shuts dst's sending side (or closes it, when
 // it cannot be shut alone) so the peer sees the end.
 func pipe(dst, src net.Conn) (int64, error) {
-	n, err := io.Copy(dst, src)
+	n, err := copyThenSplice(dst, src)
 	if cw, ok := dst.(closeWriter); ok {
 		cw.CloseWrite()
 	} else {
 		dst.Close()
 	}
 	return n, err
+}
+
+// bufSize is the copy buffer; a read that fills it starts splicing.
+const bufSize = 16 << 10
+
+var bufs = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
+func copyThenSplice(dst, src net.Conn) (int64, error) {
+	bp := bufs.Get().(*[]byte)
+	defer bufs.Put(bp)
+	buf := *bp
+	var total int64
+	for {
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			w, werr := dst.Write(buf[:n])
+			total += int64(w)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if rerr != nil {
+			if rerr == io.EOF {
+				rerr = nil
+			}
+			return total, rerr
+		}
+		if n == len(buf) {
+			m, err := io.Copy(dst, src) // splice from here on
+			return total + m, err
+		}
+	}
 }
 
 // quiet drops the errors that only say a connection ended.
