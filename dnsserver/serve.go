@@ -85,6 +85,18 @@ func (s *Server) Listen() error {
 	if s.cfg.Addr == "" {
 		return errors.New("dnsserver: no address to listen on")
 	}
+	_, port, _ := net.SplitHostPort(s.cfg.Addr)
+	for try := 0; ; try++ {
+		err := s.listen()
+		// With port 0, the port the system gave UDP may be taken on TCP:
+		// pick another.
+		if err == nil || port != "0" || try == 10 || !errors.Is(err, syscall.EADDRINUSE) {
+			return err
+		}
+	}
+}
+
+func (s *Server) listen() error {
 	// One UDP socket per reader, all on one port: the kernel spreads
 	// queries over them by their source, and each reader drains its own
 	// queue, so no reader is woken for a packet another takes.
