@@ -143,7 +143,7 @@ func packAnswer(resp *dns.Msg, pkt []byte, qend int, out []byte, size int) ([]by
 	qname := resp.Question[0].Name
 	// Names written so far (SRV targets), for the additional records that
 	// repeat them to point back to.
-	var names [16]struct {
+	var names [64]struct {
 		name string
 		off  int
 	}
