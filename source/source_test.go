@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -15,12 +16,18 @@ type nop struct{}
 
 func (nop) Run(ctx context.Context, _ Sink) error { <-ctx.Done(); return nil }
 
+// registerTestScheme registers the test's scheme once, however many times
+// the test runs (go test -count).
+var registerTestScheme sync.Once
+
 func TestNewPicksTheScheme(t *testing.T) {
-	Register("test-scheme", func(spec *url.URL, opts Options) (Source, error) {
-		if spec.Host == "" {
-			return nil, Specf(spec, "want a host")
-		}
-		return nop{}, nil
+	registerTestScheme.Do(func() {
+		Register("test-scheme", func(spec *url.URL, opts Options) (Source, error) {
+			if spec.Host == "" {
+				return nil, Specf(spec, "want a host")
+			}
+			return nop{}, nil
+		})
 	})
 	if _, err := New("test-scheme://somewhere/x", Options{}); err != nil {
 		t.Fatal(err)
