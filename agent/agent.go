@@ -55,9 +55,10 @@ type Config struct {
 	// address, so connections land on the node's interception.
 	DNSMagic bool `yaml:"dns-magic"`
 	// Proxy runs the fallback TCP proxy on the magic addresses, on every
-	// port a service's backends declare and on ProxyPorts.
-	Proxy      bool  `yaml:"proxy"`
-	ProxyPorts []int `yaml:"proxy-port"`
+	// port a service's backends declare and on ProxyPorts: "80" for every
+	// service, "web=80" for one.
+	Proxy      bool     `yaml:"proxy"`
+	ProxyPorts []string `yaml:"proxy-port"`
 	// Report is where libdisco.so's connect failure reports arrive (UDP);
 	// empty ignores them. EjectFor is how long a backend reported failing
 	// repeatedly gets weight 0 in the table.
@@ -109,10 +110,8 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("agent: report address %q: want IP:PORT: %w", c.Report, err)
 		}
 	}
-	for _, p := range c.ProxyPorts {
-		if p < 1 || p > 65535 {
-			return fmt.Errorf("agent: proxy-port %d: want 1-65535", p)
-		}
+	if _, err := parseProxyPorts(c.ProxyPorts); err != nil {
+		return err
 	}
 	r, err := netip.ParsePrefix(c.MagicRange)
 	if err != nil {
@@ -176,9 +175,7 @@ func New(cfg Config) (*Agent, error) {
 	a.node = &node{a: a, magic: netip.MustParsePrefix(cfg.MagicRange)}
 	if cfg.Proxy {
 		f := &fallback{n: a.node, timeout: 5 * time.Second, m: newFallbackMetrics(a.reg), listeners: map[netip.AddrPort]*listener{}}
-		for _, p := range cfg.ProxyPorts {
-			f.extra = append(f.extra, uint16(p))
-		}
+		f.extra, _ = parseProxyPorts(cfg.ProxyPorts) // validated
 		a.node.proxy = f
 	}
 	if cfg.Report != "" {

@@ -110,6 +110,8 @@ func TestConfigErrors(t *testing.T) {
 		{func(c *Config) { c.HTTP = "7701" }, `http address "7701"`},
 		{func(c *Config) { c.Refresh = 0 }, "refresh must be at least 1s"},
 		{func(c *Config) { c.DNS.Domains = nil }, "dns-domain"},
+		{func(c *Config) { c.ProxyPorts = []string{"web=0"} }, `proxy-port "web=0"`},
+		{func(c *Config) { c.ProxyPorts = []string{"Web=80"} }, "not a service name"},
 	} {
 		cfg := DefaultConfig()
 		cfg.StateDir = t.TempDir()
@@ -231,7 +233,7 @@ func TestFallbackProxy(t *testing.T) {
 	cfg.DNS.Addr = ""
 	cfg.Table = ""
 	cfg.MagicRange = "127.78.0.0/16" // away from any agent running on this machine
-	cfg.ProxyPorts = []int{18080}
+	cfg.ProxyPorts = []string{"18080", "pxy=18081", "other=18082"}
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	a, err := New(cfg)
 	if err != nil {
@@ -263,8 +265,9 @@ func TestFallbackProxy(t *testing.T) {
 	}
 	seen := map[string]int{}
 	for i := range 60 {
-		// Every listening port of the service works, whichever backend's.
-		port := []int{18080, ports[0], ports[1], ports[2]}[i%4]
+		// Every listening port of the service works, whichever backend's
+		// or configured.
+		port := []int{18080, 18081, ports[0], ports[1], ports[2]}[i%5]
 		c, err := net.Dial("tcp", netip.AddrPortFrom(magic, uint16(port)).String())
 		if err != nil {
 			t.Fatalf("connection %d: %v", i, err)
@@ -278,6 +281,11 @@ func TestFallbackProxy(t *testing.T) {
 	}
 	if seen["b1"] == 0 || seen["b2"] == 0 || seen["drained"] != 0 || len(seen) != 2 {
 		t.Errorf("backends seen: %v", seen)
+	}
+	// A port configured for another service is not opened for this one.
+	if c, err := net.Dial("tcp", netip.AddrPortFrom(magic, 18082).String()); err == nil {
+		c.Close()
+		t.Errorf("the proxy listens on another service's port")
 	}
 }
 

@@ -3,11 +3,13 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,7 +27,7 @@ import (
 // goes to a backend chosen the way the shim chooses, through one local hop.
 type fallback struct {
 	n       *node
-	extra   []uint16
+	extra   map[string][]uint16 // service → extra ports; "" for every service
 	timeout time.Duration
 	m       *fallbackMetrics
 
@@ -72,7 +74,7 @@ func (f *fallback) sync(v *view) {
 		if !ok {
 			continue
 		}
-		ports := slices.Clone(f.extra)
+		ports := append(slices.Clone(f.extra[""]), f.extra[name]...)
 		for _, in := range ins {
 			if in.Port > 0 && in.Port <= 65535 {
 				ports = append(ports, uint16(in.Port))
@@ -222,4 +224,24 @@ func (f *fallback) counter(addr string) *atomic.Int64 {
 	}
 	c, _ := f.inflight.LoadOrStore(addr, new(atomic.Int64))
 	return c.(*atomic.Int64)
+}
+
+// parseProxyPorts reads proxy-port values: "80" for every service,
+// "web=80" for one.
+func parseProxyPorts(specs []string) (map[string][]uint16, error) {
+	out := map[string][]uint16{}
+	for _, spec := range specs {
+		service, port, found := strings.Cut(spec, "=")
+		if !found {
+			service, port = "", spec
+		} else if catalog.ValidateName("service", service) != nil {
+			return nil, fmt.Errorf("agent: proxy-port %q: %q is not a service name", spec, service)
+		}
+		p, err := strconv.ParseUint(port, 10, 16)
+		if err != nil || p == 0 {
+			return nil, fmt.Errorf("agent: proxy-port %q: want PORT (every service) or SERVICE=PORT, the port 1-65535", spec)
+		}
+		out[service] = append(out[service], uint16(p))
+	}
+	return out, nil
 }

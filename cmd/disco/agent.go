@@ -58,7 +58,7 @@ func agentFlags(f *pflag.FlagSet, cfg *agent.Config) {
 	f.StringVar(&cfg.MagicRange, "magic-range", cfg.MagicRange, "IPv4 range services' magic addresses come from")
 	f.BoolVar(&cfg.DNSMagic, "dns-magic", cfg.DNSMagic, "answer A queries for service names with their magic addresses")
 	f.BoolVar(&cfg.Proxy, "proxy", cfg.Proxy, "run the fallback TCP proxy on the magic addresses")
-	f.IntSliceVar(&cfg.ProxyPorts, "proxy-port", cfg.ProxyPorts, "extra ports the fallback proxy listens on for every service (repeatable)")
+	f.StringArrayVar(&cfg.ProxyPorts, "proxy-port", cfg.ProxyPorts, "an extra port the fallback proxy listens on: PORT for every service, SERVICE=PORT for one (repeatable)")
 	f.StringVar(&cfg.Report, "report", cfg.Report, "UDP address libdisco.so reports connect failures to (empty: ignore them)")
 	f.DurationVar(&cfg.EjectFor, "eject-for", cfg.EjectFor, "how long a backend programs keep failing to connect to gets weight 0 in the table")
 }
