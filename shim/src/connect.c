@@ -15,6 +15,7 @@
 #include <netinet/in.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include "shim.h"
@@ -95,6 +96,8 @@ static int pick(const struct disco_backend *b, int n, int v6, const int *tried, 
 		return x;
 	return disco_failures(&b[y]) < disco_failures(&b[x]) ? y : x;
 }
+
+int disco_pick(const struct disco_backend *b, int n, int v6) { return pick(b, n, v6, NULL, 0); }
 
 /* A failure another backend may not share: refused, or unreachable. */
 static int retryable(int err)
@@ -224,7 +227,47 @@ DISCO_EXPORT int socket(int domain, int type, int protocol)
 	}
 	int fd = disco_real.socket(domain, type, protocol);
 	disco_fd_clear(fd);
+	if (disco_prefetch_on)
+		disco_prefetch_socket(fd, domain, type, protocol);
 	return fd;
+}
+
+/* setsockopt, bind and epoll_ctl only mark the fd as one a spare must not
+ * replace (prefetching): what they did would be lost with the socket. */
+DISCO_EXPORT int setsockopt(int fd, int level, int name, const void *value, socklen_t len)
+{
+	disco_init();
+	if (disco_real.setsockopt == NULL) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (disco_prefetch_on)
+		disco_prefetch_touch(fd);
+	return disco_real.setsockopt(fd, level, name, value, len);
+}
+
+DISCO_EXPORT int bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	disco_init();
+	if (disco_real.bind == NULL) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (disco_prefetch_on)
+		disco_prefetch_touch(fd);
+	return disco_real.bind(fd, addr, len);
+}
+
+DISCO_EXPORT int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+	disco_init();
+	if (disco_real.epoll_ctl == NULL) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (disco_prefetch_on)
+		disco_prefetch_touch(fd);
+	return disco_real.epoll_ctl(epfd, op, fd, ev);
 }
 
 DISCO_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
@@ -238,6 +281,9 @@ DISCO_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	uint16_t port;
 	int v6;
 	const struct disco_table *t;
+	/* Any connect ends an fd's time as a candidate for a spare: a
+	 * connect repeated to poll a connect under way must not get one. */
+	int fresh = disco_prefetch_on ? disco_prefetch_touch(fd) : 0;
 	if (addr == NULL || !magic_of(addr, len, m, &port, &v6) || (t = disco_table()) == NULL) {
 		disco_fd_clear(fd); /* the fd may be a reused one */
 		return disco_real.connect(fd, addr, len);
@@ -258,7 +304,18 @@ DISCO_EXPORT int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	}
 	if (n > cap)
 		n = cap; /* the table grew meanwhile, or the buffer could not */
-	int r = n > 0 ? redirect(fd, name, b, n, m, port, v6) : -2;
+	int r = -2;
+	if (fresh && !v6 && n > 0) {
+		int saved = errno;
+		int i = disco_prefetch_take(fd, m, port, b, n);
+		if (i >= 0) {
+			disco_succeeded(&b[i]);
+			errno = saved;
+			r = 0;
+		}
+	}
+	if (r == -2)
+		r = n > 0 ? redirect(fd, name, b, n, m, port, v6) : -2;
 	if (big)
 		disco_big_release();
 	if (r == -2) {

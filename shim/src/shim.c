@@ -572,6 +572,9 @@ static void init(void)
 	REAL(gethostbyname2);
 	REAL(gethostbyname_r);
 	REAL(gethostbyname2_r);
+	REAL(setsockopt);
+	REAL(bind);
+	REAL(epoll_ctl);
 
 	const char *p = getenv("DISCO_TABLE");
 	if (p == NULL)
@@ -591,6 +594,7 @@ static void init(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	atomic_store_explicit(&salt, splitmix64((uint64_t)getpid() << 32 ^ (uint64_t)ts.tv_nsec), memory_order_relaxed);
 	pthread_atfork(NULL, NULL, forked);
+	disco_prefetch_init();
 	errno = saved;
 }
 

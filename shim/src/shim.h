@@ -35,6 +35,9 @@ struct disco_real {
 	struct hostent *(*gethostbyname2)(const char *, int);
 	int (*gethostbyname_r)(const char *, struct hostent *, char *, size_t, struct hostent **, int *);
 	int (*gethostbyname2_r)(const char *, int, struct hostent *, char *, size_t, struct hostent **, int *);
+	int (*setsockopt)(int, int, int, const void *, socklen_t);
+	int (*bind)(int, const struct sockaddr *, socklen_t);
+	int (*epoll_ctl)(int, int, int, void *);
 };
 extern struct disco_real disco_real;
 
@@ -85,5 +88,27 @@ int disco_fd_get(int fd, struct disco_peer *p);
  * capacity in *cap until disco_big_release. */
 struct disco_backend *disco_big_buffer(int n, int *cap);
 void disco_big_release(void);
+
+/* disco_pick: a backend of b by weighted power of two choices, as connect
+ * picks (v6: the socket is AF_INET6); -1 when none is eligible. */
+int disco_pick(const struct disco_backend *b, int n, int v6);
+
+/*
+ * Prefetching (prefetch.c, docs/shim.md#prefetching), off unless
+ * DISCO_PREFETCH=1. disco_prefetch_on is written once by init.
+ *
+ * disco_prefetch_socket marks a new fd as a candidate (an AF_INET TCP
+ * socket nobody set anything on) or not; disco_prefetch_touch clears the
+ * mark (setsockopt, bind, epoll_ctl, any connect) and returns what it was.
+ * disco_prefetch_take, for a candidate connecting to magic m and port: counts
+ * the connect for the service's rate, starts the thread if need be, and
+ * when a spare to an eligible backend of b is ready puts it on fd and
+ * returns that backend's index; -1 otherwise (fd untouched: connect it).
+ */
+extern int disco_prefetch_on;
+void disco_prefetch_init(void);
+void disco_prefetch_socket(int fd, int domain, int type, int protocol);
+int disco_prefetch_touch(int fd);
+int disco_prefetch_take(int fd, const uint8_t m[4], uint16_t port, const struct disco_backend *b, int n);
 
 #endif

@@ -21,6 +21,17 @@
  *                                    NAME,SERVICE,FAMILY,SOCKTYPE,FLAG+FLAG
  *   client hostent NAME...           the gethostbyname family's answers
  *   client repl                      a request per "HOST PORT" line on stdin
+ *   client paced HOST PORT N US OPT  N blocking requests, one every US
+ *                                    microseconds, pausing 100 ms after
+ *                                    every 50; OPT "nodelay" sets TCP_NODELAY
+ *                                    before connect, "none" nothing; each
+ *                                    line is the body, then getpeername's
+ *                                    answer (prefetching's tests)
+ *   client prefork HOST PORT N US    N paced requests, then a fork: prints
+ *                                    the fds the parent has beyond those it
+ *                                    had at start, the same for the child
+ *                                    just after fork, then the child's own
+ *                                    N requests
  */
 #define _GNU_SOURCE
 
@@ -33,6 +44,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <netinet/tcp.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -415,6 +428,75 @@ static void hostent(int argc, char **argv)
 	}
 }
 
+/* paced makes n requests, one every us microseconds, with a pause of 100 ms
+ * after every 50, printing each body and the socket's peer. */
+static void paced(const char *prefix, const char *host, const char *port, int n, int us, const char *opt)
+{
+	struct addrinfo h = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
+	int r = getaddrinfo(host, port, &h, &res);
+	if (r != 0)
+		die("getaddrinfo %s: %s", host, gai_strerror(r));
+	for (int i = 0; i < n; i++) {
+		if (i > 0 && i % 50 == 0)
+			usleep(100000);
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		if (fd < 0)
+			die("socket: %s%s", strerror(errno), "");
+		if (strcmp(opt, "nodelay") == 0) {
+			int one = 1;
+			if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) != 0)
+				die("setsockopt: %s%s", strerror(errno), "");
+		}
+		if (connect(fd, res->ai_addr, res->ai_addrlen) != 0)
+			die("connect to %s: %s", host, errname(errno));
+		struct sockaddr_in peer;
+		socklen_t len = sizeof peer;
+		if (getpeername(fd, (struct sockaddr *)&peer, &len) != 0)
+			die("getpeername: %s%s", strerror(errno), "");
+		char a[INET_ADDRSTRLEN], body[256];
+		inet_ntop(AF_INET, &peer.sin_addr, a, sizeof a);
+		request(fd, body, sizeof body);
+		close(fd);
+		printf("%s%s %s:%u\n", prefix, body, a, ntohs(peer.sin_port));
+		usleep((useconds_t)us);
+	}
+	freeaddrinfo(res);
+	fflush(stdout);
+}
+
+/* nfds counts this process's open fds. */
+static int nfds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (d == NULL)
+		die("opendir: %s%s", strerror(errno), "");
+	int n = 0;
+	for (struct dirent *e; (e = readdir(d)) != NULL;)
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n - 1; /* the directory's own */
+}
+
+static void prefork(const char *host, const char *port, int n, int us)
+{
+	int base = nfds();
+	paced("parent ", host, port, n, us, "none");
+	usleep(60000); /* spares are topped up meanwhile */
+	printf("parent extra fds %d\n", nfds() - base);
+	fflush(stdout);
+	pid_t pid = fork();
+	if (pid < 0)
+		die("fork: %s%s", strerror(errno), "");
+	if (pid == 0) {
+		printf("child extra fds %d\n", nfds() - base);
+		paced("child ", host, port, n, us, "none");
+		_exit(0);
+	}
+	int st;
+	if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		die("the child failed%s%s", "", "");
+}
+
 static void repl(void)
 {
 	char line[512];
@@ -478,6 +560,10 @@ int main(int argc, char **argv)
 		gai(argc - 2, argv + 2);
 	else if (strcmp(mode, "hostent") == 0)
 		hostent(argc - 2, argv + 2);
+	else if (strcmp(mode, "paced") == 0 && argc == 7)
+		paced("", argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), argv[6]);
+	else if (strcmp(mode, "prefork") == 0 && argc == 6)
+		prefork(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]));
 	else if (strcmp(mode, "repl") == 0)
 		repl();
 	else
