@@ -6,7 +6,9 @@
 //   - a removal of more than half of a service's backends, or of all of them,
 //     is held until the same smaller set has been seen for the hold window,
 //     or until the agent's own probes find the held backends dead; smaller
-//     removals apply at once;
+//     removals apply at once, and add up over the window, so that many
+//     small removals in a row are held once together they take more than
+//     half;
 //   - a source that fails keeps what it said last;
 //   - what is applied is written to disk (atomically, debounced) and loaded
 //     at start, so an agent restarted while every source is down still
@@ -115,7 +117,8 @@ type Guard struct {
 	mu      sync.Mutex
 	applied map[string]map[string]*catalog.Instance // service → id → backend
 	holds   map[string]*hold
-	lkg     *lkgState // loaded at start, until every source has reported
+	removed map[string][]removal // small removals applied, within the last hold window
+	lkg     *lkgState            // loaded at start, until every source has reported
 	version uint64
 	changed chan struct{}
 	table   atomic.Pointer[Table]
@@ -179,6 +182,7 @@ func New(specs []string, cfg Config) (*Guard, error) {
 		m:       newMetrics(cfg.Registerer),
 		applied: map[string]map[string]*catalog.Instance{},
 		holds:   map[string]*hold{},
+		removed: map[string][]removal{},
 		changed: make(chan struct{}),
 	}
 	now := time.Now()
@@ -357,22 +361,26 @@ func (g *Guard) reconcile(svc string, now time.Time) bool {
 	}
 	sort.Strings(removing)
 	h := g.holds[svc]
-	// Measured against what is applied, held backends included: a hold
-	// whose removal shrinks to half or less ends, and what is left of it
-	// applies.
-	large := len(removing) > 0 && (len(want) == 0 || 2*len(removing) > len(have))
+	// Measured against what is applied, held backends included, plus what
+	// small removals took within the last hold window: a source that
+	// drops backends one at a time is held once it has dropped more than
+	// half, as one that drops them all at once is. A hold whose removal
+	// shrinks to half or less ends, and what is left of it applies.
+	recent := g.recentRemovals(svc, now)
+	large := len(removing) > 0 && (len(want) == 0 || 2*(len(removing)+recent) > len(have)+recent)
 	switch {
 	case len(removing) == 0:
 		g.release(svc, "the removal was withdrawn")
 	case !large:
 		g.release(svc, "")
 		g.m.changes.WithLabelValues("removed").Add(float64(len(removing)))
+		g.removed[svc] = append(g.removed[svc], removal{at: now, n: len(removing)})
 	default:
 		target := slices.Sorted(maps.Keys(want))
 		if h == nil || !slices.Equal(h.target, target) {
 			// A new removal, or a different one: the window starts now.
 			g.release(svc, "")
-			h = g.hold(svc, target, removing, have, now)
+			h = g.hold(svc, target, removing, have, recent, now)
 		}
 		for _, id := range removing {
 			p := h.removing[id]
@@ -399,6 +407,32 @@ func (g *Guard) reconcile(svc string, now time.Time) bool {
 	return true
 }
 
+// removal is a small removal applied: when, and how many backends.
+type removal struct {
+	at time.Time
+	n  int
+}
+
+// recentRemovals counts the backends small removals took from svc within
+// the last hold window, forgetting older ones.
+func (g *Guard) recentRemovals(svc string, now time.Time) int {
+	rs := g.removed[svc]
+	kept := rs[:0]
+	total := 0
+	for _, r := range rs {
+		if now.Sub(r.at) < g.cfg.HoldWindow {
+			kept = append(kept, r)
+			total += r.n
+		}
+	}
+	if len(kept) == 0 {
+		delete(g.removed, svc)
+	} else {
+		g.removed[svc] = kept
+	}
+	return total
+}
+
 // known reports whether any source still names svc, even with no backends.
 func (g *Guard) known(svc string) bool {
 	for _, s := range g.sources {
@@ -410,10 +444,13 @@ func (g *Guard) known(svc string) bool {
 }
 
 // hold starts holding the removal of ids from svc.
-func (g *Guard) hold(svc string, target, removing []string, have map[string]*catalog.Instance, now time.Time) *hold {
+func (g *Guard) hold(svc string, target, removing []string, have map[string]*catalog.Instance, recent int, now time.Time) *hold {
 	reason := fmt.Sprintf("would remove %d of %d backends", len(removing), len(have))
 	if len(target) == 0 {
 		reason = fmt.Sprintf("would remove all %d backends", len(have))
+	}
+	if recent > 0 {
+		reason += fmt.Sprintf(", after %d removed within the last %s", recent, g.cfg.HoldWindow)
 	}
 	h := &hold{service: svc, target: target, removing: map[string]*probe{}, since: now, deadline: now.Add(g.cfg.HoldWindow), reason: reason}
 	h.timer = time.AfterFunc(g.cfg.HoldWindow, func() { g.expire(h) })
@@ -450,6 +487,7 @@ func (g *Guard) expire(h *hold) {
 		return // released or replaced meanwhile
 	}
 	g.release(h.service, "")
+	delete(g.removed, h.service) // confirmed: the window starts afresh
 	g.m.changes.WithLabelValues("confirmed").Inc()
 	g.log.Info("guard: removal confirmed by the hold window", "service", h.service, "removed", len(h.removing))
 	g.applied[h.service] = g.desired(h.service)
@@ -529,6 +567,7 @@ func (g *Guard) probed(h *hold, id string, err error) bool {
 	}
 	if allDead {
 		g.release(h.service, "")
+		delete(g.removed, h.service)
 		g.m.changes.WithLabelValues("confirmed").Inc()
 		g.log.Info("guard: removal confirmed by probes", "service", h.service)
 	}

@@ -155,6 +155,34 @@ func TestLargeRemovalIsHeldForTheWindow(t *testing.T) {
 	})
 }
 
+// TestRemovalsOneAtATimeAddUp: a source that drops backends one update at a
+// time is held once, within one hold window, it has dropped more than half.
+func TestRemovalsOneAtATimeAddUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g, _ := newGuard(t, []string{"test://a"}, nil)
+		s := g.Sink(0)
+		s.Update(one("web", "w1 w2 w3 w4 w5 w6 w7 w8 w9 w10"))
+		left := []string{"w1", "w2", "w3", "w4", "w5", "w6", "w7", "w8", "w9", "w10"}
+		for range 5 { // half: applied, one by one
+			left = left[:len(left)-1]
+			s.Update(one("web", strings.Join(left, " ")))
+		}
+		expect(t, g, "web: w1 w2 w3 w4 w5")
+		left = left[:len(left)-1] // the sixth of ten: held
+		s.Update(one("web", strings.Join(left, " ")))
+		expect(t, g, "web: w1 w2 w3 w4 w5")
+		if st := g.Status(); len(st.Holds) != 1 || st.Holds[0].Reason != "would remove 1 of 5 backends, after 5 removed within the last 30s" {
+			t.Fatalf("holds: %+v", st.Holds)
+		}
+		time.Sleep(30 * time.Second)
+		expect(t, g, "web: w1 w2 w3 w4")
+		// A window later, one removal is a small one again.
+		time.Sleep(30 * time.Second)
+		s.Update(one("web", "w1 w2 w3"))
+		expect(t, g, "web: w1 w2 w3")
+	})
+}
+
 func TestEmptySetIsHeldAndAChangedTargetRestartsTheWindow(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		g, _ := newGuard(t, []string{"test://a"}, nil)
