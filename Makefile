@@ -61,6 +61,7 @@ bench: bench-go
 	$(GO) run ./bench/dns
 	$(GO) run ./bench/propagation
 	$(GO) run ./bench/transparent
+	$(GO) run ./bench/prefetch
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
