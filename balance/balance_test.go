@@ -1,0 +1,129 @@
+package balance
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+func pool(weights ...float64) *Pool {
+	var bs []*Backend
+	for i, w := range weights {
+		bs = append(bs, &Backend{ID: fmt.Sprintf("b%d", i), Weight: w})
+	}
+	return NewPool(bs)
+}
+
+func count(t *testing.T, p *Pool, pol Policy, n int) map[string]int {
+	t.Helper()
+	seen := map[string]int{}
+	for range n {
+		b := pol.Pick(p, 0)
+		if b == nil {
+			t.Fatal("no pick")
+		}
+		seen[b.ID]++
+	}
+	return seen
+}
+
+func TestWeightedPoliciesFollowWeights(t *testing.T) {
+	for _, pol := range []Policy{Random{}, P2C{}} {
+		p := pool(100, 300, 0, 600)
+		seen := count(t, p, pol, 100000)
+		if seen["b2"] != 0 {
+			t.Errorf("%T picked a drained backend %d times", pol, seen["b2"])
+		}
+		// With nothing in flight and no latency, P2C's choice of two
+		// follows weight too (the lower cost is the higher weight), so
+		// shares only need to rank the same way.
+		if !(seen["b0"] < seen["b1"] && seen["b1"] < seen["b3"]) {
+			t.Errorf("%T shares %v do not follow the weights 100 < 300 < 600", pol, seen)
+		}
+	}
+	got := count(t, pool(100, 300, 0, 600), Random{}, 100000)
+	for id, share := range map[string]float64{"b0": 0.1, "b1": 0.3, "b3": 0.6} {
+		if f := float64(got[id]) / 100000; f < share-0.01 || f > share+0.01 {
+			t.Errorf("Random: %s got %.3f, want %.2f±0.01", id, f, share)
+		}
+	}
+}
+
+func TestRoundRobinIsSmooth(t *testing.T) {
+	rr := &RoundRobin{}
+	p := pool(5, 1, 1)
+	var order []string
+	for range 7 {
+		order = append(order, rr.Pick(p, 0).ID)
+	}
+	// nginx's smooth weighted round robin for 5,1,1: a a b a c a a.
+	if got := strings.Join(order, " "); got != "b0 b0 b1 b0 b2 b0 b0" {
+		t.Errorf("order %s", got)
+	}
+}
+
+func TestP2CAvoidsASlowBackend(t *testing.T) {
+	p := pool(1, 1, 1, 1)
+	slow := p.Backends()[0]
+	now := time.Now()
+	for _, b := range p.Backends() {
+		b.observe(now, time.Millisecond)
+	}
+	slow.observe(now, 50*time.Millisecond) // a peak: taken at once
+	seen := count(t, p, P2C{}, 10000)
+	// The slow backend wins only when drawn twice: about 1/16.
+	if f := float64(seen["b0"]) / 10000; f > 0.08 {
+		t.Errorf("the slow backend got %.3f of picks", f)
+	}
+	// Its latency decays toward fast ones as time passes.
+	slow.observe(now.Add(30*time.Second), time.Millisecond)
+	if l := slow.Latency(); l > 5*time.Millisecond {
+		t.Errorf("after 30s of fast answers the peak-EWMA is %s", l)
+	}
+}
+
+func TestLeastRequestAndFirst(t *testing.T) {
+	p := pool(1, 1, 1)
+	bs := p.Backends()
+	bs[0].Begin()
+	bs[0].Begin()
+	bs[1].Begin()
+	if got := (LeastRequest{}).Pick(p, 0); got != bs[2] {
+		t.Errorf("LeastRequest picked %s", got.ID)
+	}
+	if got := (First{}).Pick(pool(0, 2, 3), 0); got.ID != "b1" {
+		t.Errorf("First picked %s", got.ID)
+	}
+	for _, pol := range []Policy{P2C{}, Random{}, First{}, LeastRequest{}, &RoundRobin{}} {
+		if got := pol.Pick(pool(0, 0), 0); got != nil {
+			t.Errorf("%T picked %s from a pool of drained backends", pol, got.ID)
+		}
+	}
+}
+
+// BenchmarkPick: a pick over 100 backends (the aim: ≤ 100 ns, no
+// allocation).
+func BenchmarkPick(b *testing.B) {
+	weights := make([]float64, 100)
+	for i := range weights {
+		weights[i] = float64(1 + i%10)
+	}
+	p := pool(weights...)
+	for _, bk := range p.Backends() {
+		bk.observe(time.Now(), time.Duration(1+len(bk.ID))*time.Millisecond)
+	}
+	for _, tc := range []struct {
+		name string
+		pol  Policy
+	}{{"P2C", P2C{}}, {"Random", Random{}}, {"RoundRobin", &RoundRobin{}}, {"LeastRequest", LeastRequest{}}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if tc.pol.Pick(p, 0) == nil {
+					b.Fatal("no pick")
+				}
+			}
+		})
+	}
+}
