@@ -79,15 +79,21 @@ type Pool struct {
 	total    float64
 	// cum[i] is the total weight of backends[:i+1], for weighted draws.
 	cum []float64
+	// ids[i] is backends[i]'s hash, for consistent hashing.
+	ids []uint64
+	// maglev is the pool's Maglev table, built on first use.
+	maglev     atomic.Pointer[[]int32]
+	maglevOnce sync.Once
 }
 
 // NewPool makes a pool of backends; those with weight 0 stay in it but are
 // never picked.
 func NewPool(backends []*Backend) *Pool {
-	p := &Pool{backends: backends, cum: make([]float64, len(backends))}
+	p := &Pool{backends: backends, cum: make([]float64, len(backends)), ids: make([]uint64, len(backends))}
 	for i, b := range backends {
 		p.total += max(b.Weight, 0)
 		p.cum[i] = p.total
+		p.ids[i] = idHash(b)
 	}
 	return p
 }

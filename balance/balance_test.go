@@ -127,3 +127,97 @@ func BenchmarkPick(b *testing.B) {
 		})
 	}
 }
+
+func TestHashIsConsistent(t *testing.T) {
+	for _, n := range []int{5, 200} { // rendezvous, then Maglev
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			ws := make([]float64, n)
+			for i := range ws {
+				ws[i] = 1
+			}
+			ws[0] = 0 // drained: never picked
+			p := pool(ws...)
+			h := Hash{}
+			keys := make([]uint64, 20000)
+			before := map[uint64]*Backend{}
+			for i := range keys {
+				keys[i] = HashKey(fmt.Sprintf("client-%d", i))
+				b := h.Pick(p, keys[i])
+				if b.Weight == 0 {
+					t.Fatalf("picked drained %s", b.ID)
+				}
+				if h.Pick(p, keys[i]) != b {
+					t.Fatal("the same key went to two backends")
+				}
+				before[keys[i]] = b
+			}
+			// One backend leaves: only (about) its keys move.
+			gone := p.Backends()[n/2]
+			var rest []*Backend
+			for _, b := range p.Backends() {
+				if b != gone {
+					rest = append(rest, b)
+				}
+			}
+			q := NewPool(rest)
+			moved, itsKeys := 0, 0
+			for _, k := range keys {
+				if before[k] == gone {
+					itsKeys++
+					continue
+				}
+				if h.Pick(q, k) != before[k] {
+					moved++
+				}
+			}
+			if limit := len(keys) / 100; moved > limit {
+				t.Errorf("%d keys of other backends moved when one of %d left (%d were its); want at most %d", moved, n, itsKeys, limit)
+			}
+		})
+	}
+}
+
+func TestHashFollowsWeights(t *testing.T) {
+	for _, n := range []int{3, 100} {
+		ws := make([]float64, n)
+		for i := range ws {
+			ws[i] = 1
+		}
+		ws[0] = 3
+		p := pool(ws...)
+		h := Hash{}
+		hits := 0
+		const keys = 60000
+		for i := range keys {
+			if h.Pick(p, HashKey(fmt.Sprint(i))) == p.Backends()[0] {
+				hits++
+			}
+		}
+		want := 3 / float64(n+2)
+		if f := float64(hits) / keys; f < want*0.8 || f > want*1.2 {
+			t.Errorf("%d backends: the weight-3 one got %.4f of keys, want %.4f±20%%", n, f, want)
+		}
+	}
+}
+
+func BenchmarkHashPick(b *testing.B) {
+	for _, n := range []int{10, 100} {
+		ws := make([]float64, n)
+		for i := range ws {
+			ws[i] = 1
+		}
+		p := pool(ws...)
+		h := Hash{}
+		h.Pick(p, 1) // builds the Maglev table once
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			b.ReportAllocs()
+			k := uint64(0)
+			for b.Loop() {
+				k++
+				if h.Pick(p, k) == nil {
+					b.Fatal("no pick")
+				}
+			}
+		})
+	}
+}
