@@ -29,6 +29,7 @@ type Backend struct {
 	inflight atomic.Int64
 	cost     atomic.Uint64 // peak-EWMA latency, float64 bits, nanoseconds
 	stamp    atomic.Int64  // when cost was last updated, unix nanoseconds
+	h        health
 }
 
 // decay is the peak-EWMA's time constant: a latency observed this long ago
@@ -137,23 +138,45 @@ type P2C struct{}
 
 // Pick implements Policy.
 func (P2C) Pick(p *Pool, _ uint64) *Backend {
-	a := p.draw(rand.Uint64())
+	var now int64 // read from the clock only if a drawn backend needs it
+	a, wa := p.drawLive(&now)
 	if a == nil {
 		return nil
 	}
-	b := p.draw(rand.Uint64())
-	if b == a {
+	b, wb := p.drawLive(&now)
+	if b == nil || b == a {
 		return a
 	}
-	if score(b) < score(a) {
+	if score(b, wb) < score(a, wa) {
 		return b
 	}
 	return a
 }
 
-func score(b *Backend) float64 {
+// drawLive draws a backend that is not ejected, and its effective weight:
+// a few weighted draws, then the first live backend in order (at most half
+// are ejected, so the draws rarely run out).
+func (p *Pool) drawLive(now *int64) (*Backend, float64) {
+	for range 4 {
+		b := p.draw(rand.Uint64())
+		if b == nil {
+			return nil, 0
+		}
+		if w := b.effective(now); w > 0 {
+			return b, w
+		}
+	}
+	for _, b := range p.backends {
+		if w := b.effective(now); w > 0 {
+			return b, w
+		}
+	}
+	return nil, 0
+}
+
+func score(b *Backend, weight float64) float64 {
 	lat := math.Float64frombits(b.cost.Load())
-	return (lat + 1) * float64(b.inflight.Load()+1) / b.Weight
+	return (lat + 1) * float64(b.inflight.Load()+1) / weight
 }
 
 // Random is a weighted random draw.

@@ -221,3 +221,71 @@ func BenchmarkHashPick(b *testing.B) {
 		})
 	}
 }
+
+func TestOutliersAreEjectedAtMostHalf(t *testing.T) {
+	p := pool(1, 1, 1, 1)
+	bs := p.Backends()
+	now := time.Now()
+	for i := range ConsecutiveFailures - 1 {
+		if p.Result(bs[0], now, false) {
+			t.Fatalf("ejected after %d failures", i+1)
+		}
+	}
+	p.Result(bs[0], now, true) // a success resets the count
+	for range ConsecutiveFailures - 1 {
+		p.Result(bs[0], now, false)
+	}
+	if bs[0].Ejected(now) {
+		t.Fatal("ejected although a success came between")
+	}
+	if !p.Result(bs[0], now, false) || !bs[0].Ejected(now) {
+		t.Fatal("not ejected after 5 failures in a row")
+	}
+	seen := count(t, p, P2C{}, 2000)
+	if seen["b0"] != 0 {
+		t.Errorf("an ejected backend was picked %d times", seen["b0"])
+	}
+	// A second one may go; a third would be more than half.
+	for range ConsecutiveFailures {
+		p.Result(bs[1], now, false)
+	}
+	for range ConsecutiveFailures {
+		p.Result(bs[2], now, false)
+	}
+	if !bs[1].Ejected(now) || bs[2].Ejected(now) {
+		t.Errorf("ejected: b1 %v b2 %v; want b1 only (at most half of four)", bs[1].Ejected(now), bs[2].Ejected(now))
+	}
+	// Ejections grow: the second one of b0 lasts twice as long.
+	later := now.Add(BaseEjection)
+	if bs[0].Ejected(later) {
+		t.Fatal("the first ejection outlasted BaseEjection")
+	}
+	for range ConsecutiveFailures {
+		p.Result(bs[0], later, false)
+	}
+	if !bs[0].Ejected(later.Add(BaseEjection+time.Second)) || bs[0].Ejected(later.Add(2*BaseEjection)) {
+		t.Error("the second ejection does not last 2×BaseEjection")
+	}
+}
+
+func TestSlowStart(t *testing.T) {
+	p := pool(1, 1)
+	bs := p.Backends()
+	now := time.Now()
+	bs[1].Join(now)
+	at := func(t time.Time) *int64 { n := t.UnixNano(); return &n }
+	if w := bs[1].effective(at(now)); w != 0.1 {
+		t.Errorf("weight at join %v, want a tenth", w)
+	}
+	if w := bs[1].effective(at(now.Add(SlowStart / 2))); w < 0.49 || w > 0.51 {
+		t.Errorf("weight half way %v, want 0.5", w)
+	}
+	if w := bs[1].effective(at(now.Add(SlowStart))); w != 1 {
+		t.Errorf("weight after slow start %v, want 1", w)
+	}
+	// P2C sends the newcomer less while it warms up.
+	seen := count(t, p, P2C{}, 10000)
+	if seen["b1"] > 3000 {
+		t.Errorf("a backend in slow start got %d of 10000 picks", seen["b1"])
+	}
+}
