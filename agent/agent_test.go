@@ -23,8 +23,10 @@ import (
 	"github.com/discotech/disco/shmtable"
 )
 
-func newAgent(t *testing.T, sources ...string) *Agent {
-	t.Helper()
+// testConfig is an agent's configuration for a test: the sources given,
+// its state and table in temporary directories, its ports chosen by the
+// system, no DNS, quiet logs.
+func testConfig(t *testing.T, sources ...string) Config {
 	cfg := DefaultConfig()
 	cfg.Sources = sources
 	cfg.StateDir = t.TempDir()
@@ -32,10 +34,36 @@ func newAgent(t *testing.T, sources ...string) *Agent {
 	cfg.DNS.Addr = ""
 	cfg.Table = filepath.Join(t.TempDir(), "disco.table")
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	return cfg
+}
+
+func newAgent(t *testing.T, cfg Config) *Agent {
+	t.Helper()
 	a, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return a
+}
+
+// serve runs a until the test ends.
+func serve(t *testing.T, a *Agent) {
+	t.Helper()
+	l, err := a.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Serve(ctx, l); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+}
+
+// runAgent starts an agent with cfg for the test.
+func runAgent(t *testing.T, cfg Config) *Agent {
+	t.Helper()
+	a := newAgent(t, cfg)
+	serve(t, a)
 	return a
 }
 
@@ -49,19 +77,12 @@ func get(t *testing.T, h http.Handler, path string) (int, string) {
 func TestStatusReadinessAndMetrics(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "s.yaml")
 	os.WriteFile(path, []byte("services:\n  web:\n    - {id: w1, address: 10.0.1.5, port: 8080}\n"), 0o644)
-	a := newAgent(t, "file://"+path)
+	a := newAgent(t, testConfig(t, "file://"+path))
 	h := a.Handler()
 	if code, body := get(t, h, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "no source has reported yet") {
 		t.Errorf("readyz before any report: %d %s", code, body)
 	}
-	l, err := a.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { a.Serve(ctx, l); close(done) }()
-	defer func() { cancel(); <-done }()
+	serve(t, a)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if code, _ := get(t, h, "/readyz"); code == http.StatusOK {
@@ -135,26 +156,10 @@ func TestNodeViewTableAndMagicDNS(t *testing.T) {
   db:
     - {id: d1, address: "2001:db8::1", port: 5432}
 `), 0o644)
-	cfg := DefaultConfig()
-	cfg.Sources = []string{"file://" + path}
-	cfg.StateDir = t.TempDir()
-	cfg.HTTP = "127.0.0.1:0"
+	cfg := testConfig(t, "file://"+path)
 	cfg.DNS.Addr = "127.0.0.1:0"
 	cfg.DNSMagic = true
-	cfg.Table = filepath.Join(t.TempDir(), "disco.table")
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	a, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := a.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { a.Serve(ctx, l); close(done) }()
-	defer func() { cancel(); <-done }()
+	a := runAgent(t, cfg)
 
 	want := []shmtable.Service{
 		{Name: "db", Magic: netip.MustParseAddr("127.77.116.254"), Backends: []shmtable.Backend{{Addr: netip.MustParseAddr("2001:db8::1"), Port: 5432, Weight: 100}}},
@@ -179,11 +184,11 @@ func TestNodeViewTableAndMagicDNS(t *testing.T) {
 		var d net.Dialer
 		return d.DialContext(ctx, network, a.DNSAddr())
 	}}
-	addrs, err := r.LookupHost(ctx, "web.service.disco")
+	addrs, err := r.LookupHost(context.Background(), "web.service.disco")
 	if err != nil || !slices.Equal(addrs, []string{"127.77.220.68"}) {
 		t.Errorf("web.service.disco at the agent's DNS = %v, %v; want its magic address", addrs, err)
 	}
-	_, srvs, err := r.LookupSRV(ctx, "web", "tcp", "service.disco")
+	_, srvs, err := r.LookupSRV(context.Background(), "web", "tcp", "service.disco")
 	if err != nil || len(srvs) != 2 {
 		t.Errorf("SRV still names the backends: %v, %v", srvs, err)
 	}
@@ -226,27 +231,11 @@ func TestFallbackProxy(t *testing.T) {
     - {id: drained, address: 127.0.0.1, port: %d, weight: 0}
     - {id: refuses, address: 127.0.0.1, port: %d, weight: 100}
 `, ports[0], ports[1], ports[2], deadPort)), 0o644)
-	cfg := DefaultConfig()
-	cfg.Sources = []string{"file://" + path}
-	cfg.StateDir = t.TempDir()
-	cfg.HTTP = "127.0.0.1:0"
-	cfg.DNS.Addr = ""
+	cfg := testConfig(t, "file://"+path)
 	cfg.Table = ""
 	cfg.MagicRange = "127.78.0.0/16" // away from any agent running on this machine
 	cfg.ProxyPorts = []string{"18080", "pxy=18081", "other=18082"}
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	a, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := a.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { a.Serve(ctx, l); close(done) }()
-	defer func() { cancel(); <-done }()
+	a := runAgent(t, cfg)
 
 	var magic netip.Addr
 	deadline := time.Now().Add(10 * time.Second)
@@ -301,28 +290,11 @@ func TestFailureReportsEject(t *testing.T) {
     - {id: w3, address: 10.0.1.3, port: 80}
     - {id: w4, address: 10.0.1.4, port: 80}
 `), 0o644)
-	cfg := DefaultConfig()
-	cfg.Sources = []string{"file://" + path}
-	cfg.StateDir = t.TempDir()
-	cfg.HTTP = "127.0.0.1:0"
-	cfg.DNS.Addr = ""
+	cfg := testConfig(t, "file://"+path)
 	cfg.Proxy = false
 	cfg.Report = "127.0.0.1:0"
 	cfg.EjectFor = 2 * time.Second
-	cfg.Table = filepath.Join(t.TempDir(), "disco.table")
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	a, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l, err := a.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { a.Serve(ctx, l); close(done) }()
-	defer func() { cancel(); <-done }()
+	a := runAgent(t, cfg)
 
 	weights := func() string {
 		svcs, _ := shmtable.Read(cfg.Table)
