@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/discotech/disco/bench/internal/sysstat"
 )
 
 // buildDisco builds the disco binary with the local toolchain.
@@ -47,7 +49,7 @@ func startDiscotech(ctx context.Context, bin string, services []service, probe q
 	}
 	var addrs [3]string
 	for i := range addrs {
-		if addrs[i], err = freeAddr(); err != nil {
+		if addrs[i], err = sysstat.FreeAddr(); err != nil {
 			os.RemoveAll(dir)
 			return nil, err
 		}

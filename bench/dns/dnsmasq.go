@@ -9,6 +9,8 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+
+	"github.com/discotech/disco/bench/internal/sysstat"
 )
 
 // dnsmasqConfig is the configuration dnsmasq runs with, before the
@@ -87,7 +89,7 @@ func startDnsmasq(ctx context.Context, bin string, services []service, probe que
 	if err != nil {
 		return nil, err
 	}
-	addr, err := freeAddr()
+	addr, err := sysstat.FreeAddr()
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/discotech/disco/bench/internal/sysstat"
 )
 
 // perfResult is what one dnsperf run reported, and the CPU time used
@@ -72,7 +74,7 @@ func runDnsperf(parent context.Context, bin string, s *server, a dnsperfArgs) (p
 	var own float64 // dnsperf's CPU time
 	if cmd.ProcessState != nil {
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			own = tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
+			own = sysstat.Seconds(ru.Utime) + sysstat.Seconds(ru.Stime)
 		}
 	}
 	split := cpu(own)

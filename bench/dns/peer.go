@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/discotech/disco/bench/internal/sysstat"
 )
 
 // server is a DNS server the benchmark started — Discotech or dnsmasq —
@@ -122,88 +123,7 @@ func (s *server) waitFor(ctx context.Context, what string, ready func(context.Co
 // cpuSeconds is the CPU time (user + system) the server has used, with
 // that of any children it reaped (dnsmasq forks one per TCP connection;
 // the benchmark sends UDP only, so there should be none).
-func (s *server) cpuSeconds() float64 { return procCPUSeconds(s.pid()) }
-
-func procCPUSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The command name (field 2) may hold spaces: count fields after its
-	// closing parenthesis. utime, stime, cutime, cstime are fields 14-17.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 15 {
-		return 0
-	}
-	var t float64
-	for _, v := range f[11:15] {
-		n, _ := strconv.ParseFloat(v, 64)
-		t += n
-	}
-	// USER_HZ is 100 on every Linux this runs on (x86-64, arm64).
-	return t / 100
-}
-
-// selfCPUSeconds is the CPU time the benchmark process has used.
-func selfCPUSeconds() float64 {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
-}
-
-func tvSeconds(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
-
-// machineBusy is the CPU time the whole machine has been busy: /proc/stat's
-// "cpu" line but idle, iowait, steal and guest time (which user already
-// counts).
-func machineBusy() float64 {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	first, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(first)
-	if len(f) < 8 || f[0] != "cpu" {
-		return 0
-	}
-	var busy float64
-	for _, v := range f[1:8] { // user nice system idle iowait irq softirq
-		n, _ := strconv.ParseFloat(v, 64)
-		busy += n
-	}
-	idle, _ := strconv.ParseFloat(f[4], 64)
-	iowait, _ := strconv.ParseFloat(f[5], 64)
-	return (busy - idle - iowait) / 100 // USER_HZ
-}
-
-// kernelThreadsCPU is the CPU time of the kernel's threads (kthreadd's
-// children): ksoftirqd, to which the kernel defers packet work under load,
-// kworkers. It is the kernel's share of the benchmark's own traffic, not
-// another process's load.
-func kernelThreadsCPU() float64 {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0
-	}
-	var t float64
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(f) < 13 || f[1] != "2" { // ppid: kthreadd
-			continue
-		}
-		u, _ := strconv.ParseFloat(f[11], 64)
-		s, _ := strconv.ParseFloat(f[12], 64)
-		t += (u + s) / 100
-	}
-	return t
-}
+func (s *server) cpuSeconds() float64 { return sysstat.ProcCPUSeconds(s.pid()) }
 
 // cpuSplit is the CPU time the server under load, the load generator
 // (dnsperf or the benchmark's own client) and other processes on the
@@ -220,7 +140,7 @@ type cpuMark struct {
 }
 
 func markCPU(serverCPU float64) cpuMark {
-	return cpuMark{server: serverCPU, self: selfCPUSeconds(), busy: machineBusy(), kernel: kernelThreadsCPU(), at: time.Now()}
+	return cpuMark{server: serverCPU, self: sysstat.SelfCPUSeconds(), busy: sysstat.MachineBusySeconds(), kernel: sysstat.KernelThreadsCPU(), at: time.Now()}
 }
 
 // since is the cpuSplit from m to now. serverCPU is the server's CPU time
@@ -238,10 +158,10 @@ func markCPU(serverCPU float64) cpuMark {
 func (m cpuMark) since(serverCPU, extra float64) cpuSplit {
 	c := cpuSplit{
 		server: serverCPU - m.server,
-		bench:  selfCPUSeconds() - m.self + extra,
+		bench:  sysstat.SelfCPUSeconds() - m.self + extra,
 		wall:   time.Since(m.at),
 	}
-	c.other = max(machineBusy()-m.busy-(kernelThreadsCPU()-m.kernel)-c.server-c.bench, 0)
+	c.other = max(sysstat.MachineBusySeconds()-m.busy-(sysstat.KernelThreadsCPU()-m.kernel)-c.server-c.bench, 0)
 	return c
 }
 
@@ -280,25 +200,6 @@ func udpDrops(ports ...int) int64 {
 		total += n
 	}
 	return total
-}
-
-// freeAddr returns a loopback address on which nothing listens right now,
-// over TCP or UDP (a DNS server takes both).
-func freeAddr() (string, error) {
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "", err
-		}
-		addr := l.Addr().String()
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err == nil {
-			u.Close()
-			return addr, nil
-		}
-	}
-	return "", errors.New("no loopback port free for both TCP and UDP")
 }
 
 func portOf(addr string) string {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/discotech/disco/agent"
+	"github.com/discotech/disco/bench/internal/sysstat"
 	"github.com/discotech/disco/catalog"
 	"github.com/discotech/disco/guard"
 )
@@ -449,7 +450,7 @@ func measure(ctx context.Context, cfg config, l *line, tmp string) (*result, err
 	if p, ok := sys.(peered); ok {
 		peerCPU = p.peerCPU
 	}
-	peer0, self0, all0 := peerCPU(), selfCPUSeconds(), machineBusySeconds()
+	peer0, self0, all0 := peerCPU(), sysstat.SelfCPUSeconds(), sysstat.MachineBusySeconds()
 	start := time.Now()
 	next := start
 	for seq := seeds + 1; seq <= seeds+cfg.changes; seq++ {
@@ -490,8 +491,8 @@ func measure(ctx context.Context, cfg config, l *line, tmp string) (*result, err
 		return nil, ctx.Err()
 	}
 	res.elapsed = time.Since(start)
-	cpuPeer, cpuSelf := peerCPU()-peer0, selfCPUSeconds()-self0
-	cpuOther := max(machineBusySeconds()-all0-cpuPeer-cpuSelf, 0)
+	cpuPeer, cpuSelf := peerCPU()-peer0, sysstat.SelfCPUSeconds()-self0
+	cpuOther := max(sysstat.MachineBusySeconds()-all0-cpuPeer-cpuSelf, 0)
 	res.lat, res.missed = rec.latencies()
 
 	st := a.Status()

@@ -142,15 +142,6 @@ func freePort() (int, error) {
 	return 0, errors.New("no loopback port free for both TCP and UDP")
 }
 
-// freeAddr returns 127.0.0.1:PORT with a port nothing listens on.
-func freeAddr() (string, error) {
-	port, err := freePort()
-	if err != nil {
-		return "", err
-	}
-	return fmt.Sprintf("127.0.0.1:%d", port), nil
-}
-
 // get fetches url and returns the status and body.
 func get(ctx context.Context, url string) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -208,36 +199,4 @@ func (p *peer) cpuSeconds() float64 {
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
 	return (utime + stime) / 100
-}
-
-// selfCPUSeconds is the CPU time this process (the agent and the
-// benchmark) has used.
-func selfCPUSeconds() float64 {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
-	return tv(ru.Utime) + tv(ru.Stime)
-}
-
-// machineBusySeconds is the CPU time every process on the machine has used
-// (/proc/stat's "cpu" line but idle, iowait and guest time).
-func machineBusySeconds() float64 {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	first, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(first)
-	if len(f) < 6 || f[0] != "cpu" {
-		return 0
-	}
-	var busy float64
-	for i, v := range f[1:] {
-		n, _ := strconv.ParseFloat(v, 64)
-		if i == 3 || i == 4 || i >= 8 {
-			continue
-		}
-		busy += n
-	}
-	return busy / 100
 }

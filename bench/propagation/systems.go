@@ -20,6 +20,8 @@ import (
 	"github.com/go-zookeeper/zk"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/discotech/disco/bench/internal/sysstat"
 )
 
 // ---- disco: the registry, changed through its HTTP API.
@@ -36,11 +38,11 @@ func startDisco(bin string) func(ctx context.Context, tmp string) (system, error
 		if err != nil {
 			return nil, err
 		}
-		httpAddr, err := freeAddr()
+		httpAddr, err := sysstat.FreeAddr()
 		if err != nil {
 			return nil, err
 		}
-		raftAddr, err := freeAddr()
+		raftAddr, err := sysstat.FreeAddr()
 		if err != nil {
 			return nil, err
 		}
@@ -145,11 +147,11 @@ func startEtcd(bin string) func(ctx context.Context, tmp string) (system, error)
 		if err != nil {
 			return nil, err
 		}
-		clientAddr, err := freeAddr()
+		clientAddr, err := sysstat.FreeAddr()
 		if err != nil {
 			return nil, err
 		}
-		peerAddr, err := freeAddr()
+		peerAddr, err := sysstat.FreeAddr()
 		if err != nil {
 			return nil, err
 		}

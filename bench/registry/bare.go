@@ -9,6 +9,8 @@ import (
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/discotech/disco/bench/internal/sysstat"
 )
 
 // The floor of a watcher held as an HTTP response: the benchmark binary,
@@ -57,7 +59,7 @@ func benchFloor(ctx context.Context, cfg config, res *results) error {
 	if err != nil {
 		return err
 	}
-	addr, err := freeAddr()
+	addr, err := sysstat.FreeAddr()
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/discotech/disco/bench/internal/sysstat"
 	"github.com/discotech/disco/catalog"
 	"github.com/discotech/disco/client"
 )
@@ -44,11 +45,11 @@ func startDiscotech(ctx context.Context, bin string, workers int) (*discotech, e
 	if err != nil {
 		return nil, err
 	}
-	httpAddr, err := freeAddr()
+	httpAddr, err := sysstat.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	raftAddr, err := freeAddr()
+	raftAddr, err := sysstat.FreeAddr()
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,8 @@ import (
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/discotech/disco/bench/internal/sysstat"
 )
 
 // etcd is an etcd server under test and its client. Instances are keys
@@ -34,11 +36,11 @@ func startEtcd(ctx context.Context, bin string) (*etcd, error) {
 	if err != nil {
 		return nil, err
 	}
-	clientAddr, err := freeAddr()
+	clientAddr, err := sysstat.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	peerAddr, err := freeAddr()
+	peerAddr, err := sysstat.FreeAddr()
 	if err != nil {
 		return nil, err
 	}

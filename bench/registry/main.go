@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/discotech/disco/bench/internal/sysstat"
 	"github.com/discotech/disco/catalog"
 )
 
@@ -226,7 +227,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	busy0, self0, start := machineBusySeconds(), selfCPUSeconds(), time.Now()
+	busy0, self0, start := sysstat.MachineBusySeconds(), sysstat.SelfCPUSeconds(), time.Now()
 
 	etcdBin := ""
 	if cfg.runs("etcd") {
@@ -262,7 +263,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		}
 	}
 
-	env.other = max(machineBusySeconds()-busy0-(selfCPUSeconds()-self0)-peersCPU, 0)
+	env.other = max(sysstat.MachineBusySeconds()-busy0-(sysstat.SelfCPUSeconds()-self0)-peersCPU, 0)
 	env.wall = time.Since(start)
 	env.print(out)
 	for _, t := range []*table{res.reg, res.hb, res.fan, res.watchMem, res.instMem} {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -159,52 +158,6 @@ func (p *peer) rssBytes() float64 {
 		}
 	}
 	return 0
-}
-
-// selfCPUSeconds is the CPU time the benchmark process (the load generator)
-// has used.
-func selfCPUSeconds() float64 {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
-	return tv(ru.Utime) + tv(ru.Stime)
-}
-
-// machineBusySeconds is the CPU time every process on the machine has used
-// (all of /proc/stat's "cpu" line but idle and iowait). What is left after
-// taking the server's and the benchmark's share is load from elsewhere,
-// which skews a run on a shared machine.
-func machineBusySeconds() float64 {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	first, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(first)
-	if len(f) < 6 || f[0] != "cpu" {
-		return 0
-	}
-	var busy float64
-	for i, v := range f[1:] {
-		n, _ := strconv.ParseFloat(v, 64)
-		// Fields: user nice system idle iowait irq softirq steal guest
-		// guest_nice; guest time is already counted in user.
-		if i == 3 || i == 4 || i >= 8 {
-			continue
-		}
-		busy += n
-	}
-	return busy / 100 // USER_HZ, as in cpuSeconds
-}
-
-// freeAddr returns a loopback address nothing listens on right now.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // get fetches url and returns the status and body.

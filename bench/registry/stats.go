@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
+
+	"github.com/discotech/disco/bench/internal/sysstat"
 )
 
 // loopResult is what a closed-loop run measured: every successful
@@ -32,12 +34,12 @@ type cpuSplit struct{ server, bench, other float64 }
 // startCPU starts measuring a cpuSplit; the function it returns ends it.
 // serverCPU reads the server's CPU time.
 func startCPU(serverCPU func() float64) func() cpuSplit {
-	server0, self0, all0 := serverCPU(), selfCPUSeconds(), machineBusySeconds()
+	server0, self0, all0 := serverCPU(), sysstat.SelfCPUSeconds(), sysstat.MachineBusySeconds()
 	return func() cpuSplit {
 		var c cpuSplit
 		c.server = serverCPU() - server0
-		c.bench = selfCPUSeconds() - self0
-		c.other = max(machineBusySeconds()-all0-c.server-c.bench, 0)
+		c.bench = sysstat.SelfCPUSeconds() - self0
+		c.other = max(sysstat.MachineBusySeconds()-all0-c.server-c.bench, 0)
 		return c
 	}
 }

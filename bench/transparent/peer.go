@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/discotech/disco/bench/internal/sysstat"
 )
 
 // proc is a long-running process the benchmark started — nginx, the agent,
@@ -117,37 +118,8 @@ func (p *proc) cpuSeconds() float64 {
 	if p == nil {
 		return 0
 	}
-	return procCPUSeconds(p.pid())
+	return sysstat.ProcCPUSeconds(p.pid())
 }
-
-func procCPUSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The command name (field 2) may hold spaces: count fields after its
-	// closing parenthesis. utime, stime, cutime, cstime are fields 14-17.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 15 {
-		return 0
-	}
-	var t float64
-	for _, v := range f[11:15] {
-		n, _ := strconv.ParseFloat(v, 64)
-		t += n
-	}
-	// USER_HZ is 100 on every Linux this runs on (x86-64, arm64).
-	return t / 100
-}
-
-// selfCPUSeconds is the CPU time the benchmark process has used.
-func selfCPUSeconds() float64 {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
-}
-
-func tvSeconds(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 
 // exitedCPU is the CPU time an exited child used (user + system).
 func exitedCPU(ps *os.ProcessState) float64 {
@@ -155,58 +127,6 @@ func exitedCPU(ps *os.ProcessState) float64 {
 		return 0
 	}
 	return ps.UserTime().Seconds() + ps.SystemTime().Seconds()
-}
-
-// machineBusy is the CPU time the whole machine has been busy: /proc/stat's
-// "cpu" line but idle, iowait, steal and guest time (which user already
-// counts).
-func machineBusy() float64 {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0
-	}
-	first, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(first)
-	if len(f) < 8 || f[0] != "cpu" {
-		return 0
-	}
-	var busy float64
-	for _, v := range f[1:8] { // user nice system idle iowait irq softirq
-		n, _ := strconv.ParseFloat(v, 64)
-		busy += n
-	}
-	idle, _ := strconv.ParseFloat(f[4], 64)
-	iowait, _ := strconv.ParseFloat(f[5], 64)
-	return (busy - idle - iowait) / 100 // USER_HZ
-}
-
-// kernelThreadsCPU is the CPU time of the kernel's threads (kthreadd's
-// children): ksoftirqd, to which the kernel defers packet work under load,
-// kworkers. It is the kernel's share of the benchmark's own traffic, not
-// another process's load.
-func kernelThreadsCPU() float64 {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0
-	}
-	var t float64
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(f) < 13 || f[1] != "2" { // ppid: kthreadd
-			continue
-		}
-		u, _ := strconv.ParseFloat(f[11], 64)
-		s, _ := strconv.ParseFloat(f[12], 64)
-		t += (u + s) / 100
-	}
-	return t
 }
 
 // peers is every long-running process of the run, for CPU accounting.
@@ -224,7 +144,7 @@ type cpuMark struct {
 func (ps *peers) mark() cpuMark {
 	return cpuMark{
 		backend: ps.backend.cpuSeconds(), agent: ps.agent.cpuSeconds(), haproxy: ps.haproxy.cpuSeconds(),
-		self: selfCPUSeconds(), busy: machineBusy(), kernel: kernelThreadsCPU(), at: time.Now(),
+		self: sysstat.SelfCPUSeconds(), busy: sysstat.MachineBusySeconds(), kernel: sysstat.KernelThreadsCPU(), at: time.Now(),
 	}
 }
 
@@ -253,11 +173,11 @@ func (ps *peers) since(m cpuMark, load float64) cpuSplit {
 		agent:   ps.agent.cpuSeconds() - m.agent,
 		haproxy: ps.haproxy.cpuSeconds() - m.haproxy,
 		load:    load,
-		self:    selfCPUSeconds() - m.self,
+		self:    sysstat.SelfCPUSeconds() - m.self,
 		wall:    time.Since(m.at),
 	}
 	ours := c.backend + c.agent + c.haproxy + c.load + c.self
-	c.other = max(machineBusy()-m.busy-(kernelThreadsCPU()-m.kernel)-ours, 0)
+	c.other = max(sysstat.MachineBusySeconds()-m.busy-(sysstat.KernelThreadsCPU()-m.kernel)-ours, 0)
 	return c
 }
 
@@ -269,16 +189,6 @@ func (c *cpuSplit) add(d cpuSplit) {
 	c.self += d.self
 	c.other += d.other
 	c.wall += d.wall
-}
-
-// freeAddr returns a loopback address on which nothing listens right now.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 func portOf(addr string) int {

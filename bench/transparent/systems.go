@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/discotech/disco/bench/internal/sysstat"
 	"github.com/discotech/disco/magicip"
 	"github.com/discotech/disco/shmtable"
 )
@@ -47,11 +48,11 @@ func startBackend(ctx context.Context, bin, dir string, bodySize int) (*backend,
 	if err := os.MkdirAll(filepath.Join(dir, "temp"), 0o755); err != nil {
 		return nil, err
 	}
-	addr, err := freeAddr()
+	addr, err := sysstat.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	status, err := freeAddr()
+	status, err := sysstat.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -202,7 +203,7 @@ func startAgent(ctx context.Context, bin, dir, backendAddr string) (*proc, strin
 	if !refused(proxyAddr) {
 		return nil, "", fmt.Errorf("agent: something already listens on %s, the magic address the benchmark's agent would proxy on", proxyAddr)
 	}
-	httpAddr, err := freeAddr()
+	httpAddr, err := sysstat.FreeAddr()
 	if err != nil {
 		return nil, "", err
 	}
@@ -228,10 +229,10 @@ func startHaproxy(ctx context.Context, bin, dir, backendAddr string) (p *proc, t
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, "", "", err
 	}
-	if tcpAddr, err = freeAddr(); err != nil {
+	if tcpAddr, err = sysstat.FreeAddr(); err != nil {
 		return nil, "", "", err
 	}
-	if httpAddr, err = freeAddr(); err != nil {
+	if httpAddr, err = sysstat.FreeAddr(); err != nil {
 		return nil, "", "", err
 	}
 	conf := fmt.Sprintf(`# bench/transparent's sidecar proxy
