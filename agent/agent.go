@@ -152,26 +152,14 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Logger.With("component", "agent"), specs: specs, reg: prometheus.NewRegistry(), started: time.Now()}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	seen := map[string]bool{}
-	for _, spec := range specs {
-		if seen[spec] {
-			return nil, fmt.Errorf("agent: source %s is given twice", source.Redact(spec))
-		}
-		seen[spec] = true
-		src, err := source.New(spec, source.Options{Logger: cfg.Logger, Refresh: cfg.Refresh})
-		if err != nil {
-			return nil, fmt.Errorf("agent: %w", err)
-		}
-		a.sources = append(a.sources, src)
-	}
 	gc := guard.DefaultConfig()
 	gc.HoldWindow, gc.MaxAge, gc.StateDir = cfg.HoldWindow, cfg.LKGMaxAge, cfg.StateDir
 	gc.Logger, gc.Registerer = cfg.Logger, a.reg
-	g, err := guard.New(specs, gc)
+	g, srcs, err := guard.Open(specs, source.Options{Logger: cfg.Logger, Refresh: cfg.Refresh}, gc)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a.guard = g
+	a.guard, a.sources = g, srcs
 	a.node = &node{a: a, magic: netip.MustParsePrefix(cfg.MagicRange)}
 	if cfg.Proxy {
 		f := &fallback{n: a.node, timeout: 5 * time.Second, m: newFallbackMetrics(a.reg), listeners: map[netip.AddrPort]*listener{}}
@@ -260,18 +248,10 @@ func (a *Agent) Serve(ctx context.Context, l net.Listener) error {
 		a.node.writer = w
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { a.guard.Run(ctx) })
+	wg.Go(func() { a.guard.Serve(ctx, a.sources, a.specs) })
 	wg.Go(func() { a.node.follow(ctx) })
 	if a.reports != nil {
 		wg.Go(func() { a.node.ejector.serve(a.reports) })
-	}
-	for i, src := range a.sources {
-		wg.Go(func() {
-			if err := src.Run(ctx, a.guard.Sink(i)); err != nil && ctx.Err() == nil {
-				a.log.Error("agent: source stopped", "source", source.Redact(a.specs[i]), "err", err)
-				a.guard.Sink(i).Fail(err)
-			}
-		})
 	}
 	if a.DNSAddr() != "" {
 		wg.Go(func() { a.dns.Serve(ctx) })

@@ -20,16 +20,20 @@ import (
 )
 
 // Backend is one backend and its live figures. Its fields other than the
-// figures are set before it joins a Pool and not changed after.
+// figures are set before it joins a Pool and not changed after; a Pool may
+// give it another weight (from its vitals) without changing Weight.
 type Backend struct {
 	ID     string
 	Addr   string
-	Weight float64 // > 0; 0 is never picked
+	Weight float64 // registered weight: > 0; 0 is never picked
+	// Value is the caller's: what it needs back from a pick (a router's
+	// member, a connection pool).
+	Value any
 
 	inflight atomic.Int64
 	cost     atomic.Uint64 // peak-EWMA latency, float64 bits, nanoseconds
 	stamp    atomic.Int64  // when cost was last updated, unix nanoseconds
-	h        health
+	h        outlierState
 }
 
 // decay is the peak-EWMA's time constant: a latency observed this long ago
@@ -72,14 +76,18 @@ func (b *Backend) Latency() time.Duration {
 	return time.Duration(math.Float64frombits(b.cost.Load()))
 }
 
-// Pool is a service's backends, in a fixed order. It is never modified
-// once made: a change of backends is a new Pool (backends carry their
-// figures from one to the next).
+// Pool is a service's backends, in a fixed order, with their weights. It
+// is never modified once made: a change of backends or weights is a new Pool
+// (backends carry their figures from one to the next).
 type Pool struct {
 	backends []*Backend
+	weights  []float64 // what the policies use: the pool's, or in panic the registered ones
+	panic    bool
 	total    float64
-	// cum[i] is the total weight of backends[:i+1], for weighted draws.
-	cum []float64
+	// alias is Vose's alias table for weighted draws in constant time:
+	// slot i holds backend i with probability prob[i], else alias[i].
+	prob  []float64
+	alias []int32
 	// ids[i] is backends[i]'s hash, for consistent hashing.
 	ids []uint64
 	// maglev is the pool's Maglev table, built on first use.
@@ -87,41 +95,116 @@ type Pool struct {
 	maglevOnce sync.Once
 }
 
-// NewPool makes a pool of backends; those with weight 0 stay in it but are
-// never picked.
-func NewPool(backends []*Backend) *Pool {
-	p := &Pool{backends: backends, cum: make([]float64, len(backends)), ids: make([]uint64, len(backends))}
+// NewPool makes a pool of backends with their registered weights; those
+// with weight 0 stay in it but are never picked.
+func NewPool(backends []*Backend) *Pool { return NewPoolWeights(backends, nil) }
+
+// NewPoolWeights makes a pool of backends where backends[i] has weight
+// weights[i] (what its vitals made of its registered weight); nil weights
+// are the registered ones.
+//
+// Panic mode: when fewer than half of the backends with a registered weight
+// have a pool weight (the rest are draining, backing off or unready by their
+// vitals), the pool ignores the vitals and uses the registered weights, as
+// Envoy does below its panic threshold: a mass of unready reports says more
+// about the reporting than about the backends, and spreading load over every
+// backend beats sending it all to the few left.
+func NewPoolWeights(backends []*Backend, weights []float64) *Pool {
+	n := len(backends)
+	p := &Pool{backends: backends, weights: make([]float64, n), ids: make([]uint64, n)}
+	registered, live := 0, 0
 	for i, b := range backends {
-		p.total += max(b.Weight, 0)
-		p.cum[i] = p.total
+		w := b.Weight
+		if weights != nil {
+			w = weights[i]
+		}
+		p.weights[i] = max(w, 0)
+		if b.Weight > 0 {
+			registered++
+			if p.weights[i] > 0 {
+				live++
+			}
+		}
+	}
+	if 2*live < registered {
+		p.panic = true
+		for i, b := range backends {
+			p.weights[i] = max(b.Weight, 0)
+		}
+	}
+	for i, b := range backends {
+		p.total += p.weights[i]
 		p.ids[i] = idHash(b)
 	}
+	p.prob, p.alias = aliasTable(p.weights, p.total)
 	return p
+}
+
+// aliasTable builds Vose's alias table for drawing i with probability
+// weights[i] / total.
+func aliasTable(weights []float64, total float64) ([]float64, []int32) {
+	n := len(weights)
+	prob, alias := make([]float64, n), make([]int32, n)
+	if total <= 0 {
+		return prob, alias
+	}
+	heaviest := int32(0)
+	for i, w := range weights {
+		if w > weights[heaviest] {
+			heaviest = int32(i)
+		}
+	}
+	scaled := make([]float64, n)
+	var small, large []int32
+	for i, w := range weights {
+		scaled[i] = w * float64(n) / total
+		alias[i] = heaviest
+		if scaled[i] < 1 {
+			small = append(small, int32(i))
+		} else {
+			large = append(large, int32(i))
+		}
+	}
+	for len(small) > 0 && len(large) > 0 {
+		s, l := small[len(small)-1], large[len(large)-1]
+		small = small[:len(small)-1]
+		prob[s], alias[s] = scaled[s], l
+		scaled[l] -= 1 - scaled[s]
+		if scaled[l] < 1 {
+			large, small = large[:len(large)-1], append(small, l)
+		}
+	}
+	// What is left is 1 up to rounding; a slot of a backend with no weight
+	// left over by rounding goes to the heaviest backend.
+	for _, i := range append(small, large...) {
+		if weights[i] > 0 {
+			prob[i] = 1
+		}
+	}
+	return prob, alias
 }
 
 // Backends returns the pool's backends. Do not modify the slice.
 func (p *Pool) Backends() []*Backend { return p.backends }
 
-// draw returns a backend drawn at random with probability proportional to
-// its weight, or nil when no backend has weight.
-func (p *Pool) draw(r uint64) *Backend {
+// Weight is the weight the pool gives its i-th backend.
+func (p *Pool) Weight(i int) float64 { return p.weights[i] }
+
+// Panic reports whether the pool is in panic mode (see NewPoolWeights).
+func (p *Pool) Panic() bool { return p.panic }
+
+// draw returns the index of a backend drawn at random with probability
+// proportional to its weight, or -1 when no backend has weight.
+func (p *Pool) draw(r uint64) int {
 	if p.total <= 0 {
-		return nil
+		return -1
 	}
-	x := float64(r>>11) / (1 << 53) * p.total
-	lo, hi := 0, len(p.cum)
-	for lo < hi {
-		mid := (lo + hi) / 2
-		if p.cum[mid] <= x {
-			lo = mid + 1
-		} else {
-			hi = mid
-		}
+	// The high half picks a slot, the low half the coin within it.
+	i := int((r >> 32) * uint64(len(p.prob)) >> 32)
+	if float64(uint32(r))*(1.0/(1<<32)) < p.prob[i] {
+		return i
 	}
-	if lo >= len(p.backends) {
-		lo = len(p.backends) - 1
-	}
-	return p.backends[lo]
+	return int(p.alias[i])
 }
 
 // Policy picks a backend from a pool; key is the request's hash for the
@@ -158,16 +241,17 @@ func (P2C) Pick(p *Pool, _ uint64) *Backend {
 // are ejected, so the draws rarely run out).
 func (p *Pool) drawLive(now *int64) (*Backend, float64) {
 	for range 4 {
-		b := p.draw(rand.Uint64())
-		if b == nil {
+		i := p.draw(rand.Uint64())
+		if i < 0 {
 			return nil, 0
 		}
-		if w := b.effective(now); w > 0 {
+		b := p.backends[i]
+		if w := b.effective(p.weights[i], now); w > 0 {
 			return b, w
 		}
 	}
-	for _, b := range p.backends {
-		if w := b.effective(now); w > 0 {
+	for i, b := range p.backends {
+		if w := b.effective(p.weights[i], now); w > 0 {
 			return b, w
 		}
 	}
@@ -183,15 +267,20 @@ func score(b *Backend, weight float64) float64 {
 type Random struct{}
 
 // Pick implements Policy.
-func (Random) Pick(p *Pool, _ uint64) *Backend { return p.draw(rand.Uint64()) }
+func (Random) Pick(p *Pool, _ uint64) *Backend {
+	if i := p.draw(rand.Uint64()); i >= 0 {
+		return p.backends[i]
+	}
+	return nil
+}
 
 // First picks the first backend with weight: for active/standby pools.
 type First struct{}
 
 // Pick implements Policy.
 func (First) Pick(p *Pool, _ uint64) *Backend {
-	for _, b := range p.backends {
-		if b.Weight > 0 {
+	for i, b := range p.backends {
+		if p.weights[i] > 0 {
 			return b
 		}
 	}
@@ -206,11 +295,11 @@ type LeastRequest struct{}
 func (LeastRequest) Pick(p *Pool, _ uint64) *Backend {
 	var best *Backend
 	bestScore := math.Inf(1)
-	for _, b := range p.backends {
-		if b.Weight <= 0 {
+	for i, b := range p.backends {
+		if p.weights[i] <= 0 {
 			continue
 		}
-		if s := float64(b.inflight.Load()+1) / b.Weight; s < bestScore {
+		if s := float64(b.inflight.Load()+1) / p.weights[i]; s < bestScore {
 			best, bestScore = b, s
 		}
 	}
@@ -234,11 +323,12 @@ func (rr *RoundRobin) Pick(p *Pool, _ uint64) *Backend {
 		rr.pool, rr.current = p, make([]float64, len(p.backends))
 	}
 	best := -1
-	for i, b := range p.backends {
-		if b.Weight <= 0 {
+	for i := range p.backends {
+		w := p.weights[i]
+		if w <= 0 {
 			continue
 		}
-		rr.current[i] += b.Weight
+		rr.current[i] += w
 		if best < 0 || rr.current[i] > rr.current[best] {
 			best = i
 		}

@@ -274,18 +274,107 @@ func TestSlowStart(t *testing.T) {
 	now := time.Now()
 	bs[1].Join(now)
 	at := func(t time.Time) *int64 { n := t.UnixNano(); return &n }
-	if w := bs[1].effective(at(now)); w != 0.1 {
+	if w := bs[1].effective(1, at(now)); w != 0.1 {
 		t.Errorf("weight at join %v, want a tenth", w)
 	}
-	if w := bs[1].effective(at(now.Add(SlowStart / 2))); w < 0.49 || w > 0.51 {
+	if w := bs[1].effective(1, at(now.Add(SlowStart / 2))); w < 0.49 || w > 0.51 {
 		t.Errorf("weight half way %v, want 0.5", w)
 	}
-	if w := bs[1].effective(at(now.Add(SlowStart))); w != 1 {
+	if w := bs[1].effective(1, at(now.Add(SlowStart))); w != 1 {
 		t.Errorf("weight after slow start %v, want 1", w)
 	}
 	// P2C sends the newcomer less while it warms up.
 	seen := count(t, p, P2C{}, 10000)
 	if seen["b1"] > 3000 {
 		t.Errorf("a backend in slow start got %d of 10000 picks", seen["b1"])
+	}
+}
+
+func TestPoolWeightsOverrideRegistered(t *testing.T) {
+	bs := pool(100, 100, 100, 100).Backends()
+	// Vitals took b1 out and halved b2.
+	p := NewPoolWeights(bs, []float64{100, 0, 50, 100})
+	if p.Panic() {
+		t.Fatal("3 of 4 live is not panic")
+	}
+	got := count(t, p, Random{}, 100000)
+	if got["b1"] != 0 {
+		t.Errorf("a backend with pool weight 0 got %d picks", got["b1"])
+	}
+	if f := float64(got["b2"]) / 100000; f < 0.19 || f > 0.21 {
+		t.Errorf("b2 share %.3f, want 0.2 (50 of 250)", f)
+	}
+	for _, pol := range []Policy{P2C{}, &RoundRobin{}, LeastRequest{}, Hash{}, First{}} {
+		for k := range uint64(1000) {
+			if b := pol.Pick(p, k); b == nil || b.ID == "b1" {
+				t.Fatalf("%T picked %v", pol, b)
+			}
+		}
+	}
+	// Bs registered weights stay what they were.
+	if bs[1].Weight != 100 {
+		t.Errorf("registered weight changed to %v", bs[1].Weight)
+	}
+}
+
+func TestPanicModeUsesEveryBackend(t *testing.T) {
+	bs := pool(100, 100, 100, 0).Backends()
+	// Two of the three registered say they are not ready: fewer than half
+	// are live, so the pool ignores the vitals. The drained one (registered
+	// weight 0) stays out.
+	p := NewPoolWeights(bs, []float64{100, 0, 0, 0})
+	if !p.Panic() {
+		t.Fatal("1 of 3 live should be panic")
+	}
+	got := count(t, p, Random{}, 30000)
+	for _, id := range []string{"b0", "b1", "b2"} {
+		if got[id] < 9000 {
+			t.Errorf("in panic %s got %d of 30000", id, got[id])
+		}
+	}
+	if got["b3"] != 0 {
+		t.Errorf("a drained backend got %d picks in panic", got["b3"])
+	}
+	// Exactly half live is not panic.
+	if NewPoolWeights(bs[:2], []float64{100, 0}).Panic() {
+		t.Error("1 of 2 live should not be panic")
+	}
+}
+
+func TestSuccessRateEjectsTheOutlier(t *testing.T) {
+	p := pool(1, 1, 1, 1, 1, 1)
+	bs := p.Backends()
+	now := time.Now()
+	for i, b := range bs {
+		for n := range 200 {
+			// b5 fails one request in four, never five in a row; the
+			// others one in a hundred.
+			ok := n%100 != 0
+			if i == 5 {
+				ok = n%4 != 0
+			}
+			p.Result(b, now, ok)
+		}
+	}
+	out := p.SweepSuccessRate(now)
+	if len(out) != 1 || out[0] != bs[5] {
+		t.Fatalf("ejected %v, want b5 alone", out)
+	}
+	if _, why, ok := bs[5].Ejection(now); !ok || !strings.Contains(why, "success rate") {
+		t.Errorf("ejection reason %q, %v", why, ok)
+	}
+	// The counts start over: a sweep with no traffic ejects nothing.
+	if out := p.SweepSuccessRate(now); len(out) != 0 {
+		t.Errorf("second sweep ejected %v", out)
+	}
+	// Too few backends with enough volume: no judgement.
+	q := pool(1, 1, 1)
+	for i, b := range q.Backends() {
+		for range 200 {
+			q.Result(b, now, i != 0)
+		}
+	}
+	if out := q.SweepSuccessRate(now); len(out) != 0 {
+		t.Errorf("a 3-backend pool ejected %v by success rate", out)
 	}
 }

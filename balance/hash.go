@@ -46,11 +46,12 @@ func rendezvous(p *Pool, key uint64) *Backend {
 	var best *Backend
 	bestScore := math.Inf(-1)
 	for i, b := range p.backends {
-		if b.Weight <= 0 {
+		w := p.weights[i]
+		if w <= 0 {
 			continue
 		}
 		u := (float64(mix(key^p.ids[i])>>11) + 0.5) / (1 << 53)
-		if s := -b.Weight / math.Log(u); s > bestScore {
+		if s := -w / math.Log(u); s > bestScore {
 			best, bestScore = b, s
 		}
 	}
@@ -67,11 +68,11 @@ func maglev(p *Pool) []int32 {
 	next := make([]uint64, n)
 	credit := make([]float64, n)
 	maxW := 0.0
-	for i, b := range p.backends {
+	for i := range p.backends {
 		h := p.ids[i]
 		offset[i] = mix(h) % maglevSize
 		skip[i] = mix(h^0x9e3779b97f4a7c15)%(maglevSize-1) + 1
-		maxW = max(maxW, b.Weight)
+		maxW = max(maxW, p.weights[i])
 	}
 	table := make([]int32, maglevSize)
 	for i := range table {
@@ -79,11 +80,11 @@ func maglev(p *Pool) []int32 {
 	}
 	filled := 0
 	for filled < maglevSize {
-		for i, b := range p.backends {
-			if b.Weight <= 0 {
+		for i := range p.backends {
+			if p.weights[i] <= 0 {
 				continue
 			}
-			credit[i] += b.Weight / maxW
+			credit[i] += p.weights[i] / maxW
 			for credit[i] >= 1 && filled < maglevSize {
 				credit[i]--
 				c := (offset[i] + next[i]*skip[i]) % maglevSize

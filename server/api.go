@@ -55,8 +55,8 @@ func (s *Server) whenRestored(h http.HandlerFunc) http.HandlerFunc {
 			h(w, r)
 		default:
 			w.Header().Set("Retry-After", "1")
-			s.writeError(w, r, &apiError{status: http.StatusServiceUnavailable, reason: "restoring",
-				msg: "the registry is still restoring its state from its log; retry in a moment"})
+			s.writeError(w, r, &apiError{Status: http.StatusServiceUnavailable, Reason: "restoring",
+				Msg: "the registry is still restoring its state from its log; retry in a moment"})
 		}
 	}
 }
@@ -119,7 +119,7 @@ func (s *Server) handleDeregister(w http.ResponseWriter, r *http.Request) {
 	}
 	index, err := s.store.Deregister(r.Context(), service, id)
 	if errors.Is(err, registry.ErrNotFound) {
-		err = &apiError{status: http.StatusNotFound, reason: "not_found", msg: "instance " + catalog.Key(service, id) + " is not registered"}
+		err = &apiError{Status: http.StatusNotFound, Reason: "not_found", Msg: "instance " + catalog.Key(service, id) + " is not registered"}
 	}
 	if err != nil {
 		s.writeError(w, r, err)
@@ -159,8 +159,8 @@ func (s *Server) heartbeatMiss(w http.ResponseWriter, r *http.Request, service, 
 	in, ok := s.store.State().Instance(service, id)
 	switch {
 	case !ok:
-		s.writeError(w, r, &apiError{status: http.StatusNotFound, reason: "not_found",
-			msg: "instance " + catalog.Key(service, id) + " is not registered; register it again"})
+		s.writeError(w, r, &apiError{Status: http.StatusNotFound, Reason: "not_found",
+			Msg: "instance " + catalog.Key(service, id) + " is not registered; register it again"})
 	case in.TTL == 0:
 		s.writeError(w, r, badRequest("no_ttl", "instance %s was registered without a ttl; register it with \"ttl\" to use heartbeats", in.Key()))
 	default:
@@ -217,7 +217,7 @@ func (s *Server) handleInstance(w http.ResponseWriter, r *http.Request) {
 	}
 	in, ok := s.store.State().Instance(service, id)
 	if !ok {
-		s.writeError(w, r, &apiError{status: http.StatusNotFound, reason: "not_found", msg: "instance " + catalog.Key(service, id) + " is not registered"})
+		s.writeError(w, r, &apiError{Status: http.StatusNotFound, Reason: "not_found", Msg: "instance " + catalog.Key(service, id) + " is not registered"})
 		return
 	}
 	s.writeJSON(w, http.StatusOK, s.duties.withVitals(in))

@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,81 +14,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/discotech/disco/catalog"
+	"github.com/discotech/disco/internal/httpjson"
 	"github.com/discotech/disco/registry"
 )
 
 // apiError is an error with the HTTP status it maps to and the reason label
 // for the rejection metric.
-type apiError struct {
-	status int
-	reason string
-	msg    string
-}
-
-func (e *apiError) Error() string { return e.msg }
+type apiError = httpjson.Error
 
 func badRequest(reason, format string, args ...any) error {
-	return &apiError{status: http.StatusBadRequest, reason: reason, msg: fmt.Sprintf(format, args...)}
+	return httpjson.BadRequest(reason, format, args...)
 }
 
-// decodeBody reads r's JSON body into v strictly: one JSON value, no unknown
-// fields, at most max bytes.
+// decodeBody reads r's JSON body into v strictly (see httpjson.Decode).
 func decodeBody(w http.ResponseWriter, r *http.Request, max int64, v any) error {
-	body := http.MaxBytesReader(w, r.Body, max)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil {
-		// Exactly one value: trailing garbage is as wrong as a bad value.
-		if _, terr := dec.Token(); terr != io.EOF {
-			err = errors.New("extra data after the JSON object")
-		}
-	}
-	if err == nil {
-		return nil
-	}
-	var tooBig *http.MaxBytesError
-	var syntax *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &tooBig):
-		return &apiError{status: http.StatusRequestEntityTooLarge, reason: "too_large",
-			msg: fmt.Sprintf("body: larger than %d bytes; send less", tooBig.Limit)}
-	case errors.Is(err, io.EOF):
-		return badRequest("malformed", "body: empty; send a JSON object")
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return badRequest("malformed", "body: invalid JSON: it ends before the object is complete")
-	case errors.As(err, &syntax):
-		return badRequest("malformed", "body: invalid JSON at byte %d: %v", syntax.Offset, err)
-	case errors.As(err, &typ):
-		field := typ.Field
-		if field == "" {
-			field = "body"
-		}
-		if typ.Type == reflect.TypeFor[catalog.Duration]() {
-			return badRequest("malformed", "%s: want a duration string such as \"10s\" or \"1m30s\", got %s", field, typ.Value)
-		}
-		return badRequest("malformed", "%s: want a JSON %s, got %s", field, jsonKind(typ.Type.Kind().String()), typ.Value)
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		name := strings.TrimPrefix(err.Error(), "json: unknown field ")
-		return badRequest("unknown_field", "body: unknown field %s; see docs/api.md for the fields", name)
-	}
-	// Errors from our own UnmarshalJSON methods (durations) say what to fix.
-	return badRequest("malformed", "body: %v", err)
-}
-
-func jsonKind(kind string) string {
-	switch {
-	case strings.HasPrefix(kind, "int"), strings.HasPrefix(kind, "uint"), strings.HasPrefix(kind, "float"):
-		return "number"
-	case kind == "slice":
-		return "array"
-	case kind == "map", kind == "struct":
-		return "object"
-	case kind == "bool":
-		return "boolean"
-	}
-	return kind
+	return httpjson.Decode(w, r, max, v)
 }
 
 // writeJSON writes v with status. Encoding errors cannot be reported to the
@@ -117,7 +55,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
 	switch {
 	case errors.As(err, &ae):
-		status, reason = ae.status, ae.reason
+		status, reason = ae.Status, ae.Reason
 	case errors.Is(err, catalog.ErrInvalid):
 		status, reason = http.StatusBadRequest, "invalid"
 	case errors.Is(err, registry.ErrNotFound):
@@ -168,12 +106,12 @@ func (s *Server) unmatched(mux *http.ServeMux, w http.ResponseWriter, r *http.Re
 	}
 	if len(allow) > 0 {
 		w.Header().Set("Allow", strings.Join(allow, ", "))
-		s.writeError(w, r, &apiError{status: http.StatusMethodNotAllowed, reason: "method",
-			msg: fmt.Sprintf("method %s is not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allow, ", "))})
+		s.writeError(w, r, &apiError{Status: http.StatusMethodNotAllowed, Reason: "method",
+			Msg: fmt.Sprintf("method %s is not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allow, ", "))})
 		return
 	}
-	s.writeError(w, r, &apiError{status: http.StatusNotFound, reason: "no_route",
-		msg: fmt.Sprintf("no API endpoint at %s; see docs/api.md", r.URL.Path)})
+	s.writeError(w, r, &apiError{Status: http.StatusNotFound, Reason: "no_route",
+		Msg: fmt.Sprintf("no API endpoint at %s; see docs/api.md", r.URL.Path)})
 }
 
 // jsonType is the Content-Type of every JSON answer, set without the

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -26,18 +28,13 @@ Source specs:
   etcd://127.0.0.1:2379/services                 an etcd key prefix
   zookeeper://127.0.0.1:2181/services            a ZooKeeper base path (Curator layout)`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := g.hostSetup(cmd, &file, &cfg)
-			if err != nil {
-				return err
-			}
-			cfg.Logger = log
+		RunE: g.runHost(&file, &cfg, &cfg.Logger, func(ctx context.Context) error {
 			a, err := agent.New(cfg)
 			if err != nil {
 				return err
 			}
-			return a.ListenAndServe(cmd.Context())
-		},
+			return a.ListenAndServe(ctx)
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&file, "config", "", "YAML config file; keys are the flag names")

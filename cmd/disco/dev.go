@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/discotech/disco/agent"
+	"github.com/discotech/disco/router"
 	"github.com/discotech/disco/server"
 	"github.com/discotech/disco/shmtable"
 )
@@ -23,10 +24,16 @@ type devConfig struct {
 	AgentHTTP string `yaml:"agent-http"`
 	// Table is where the agent writes the shared-memory table.
 	Table string `yaml:"table"`
+	// RouterListen and RouterAdmin are the router's ports; an empty
+	// RouterListen runs no router.
+	RouterListen string `yaml:"router-listen"`
+	RouterAdmin  string `yaml:"router-admin"`
 }
 
 func newDevCmd(g *globals) *cobra.Command {
-	cfg := devConfig{Config: server.DefaultConfig(), AgentHTTP: agent.DefaultConfig().HTTP, Table: agent.DefaultConfig().Table}
+	rc := router.DefaultConfig()
+	cfg := devConfig{Config: server.DefaultConfig(), AgentHTTP: agent.DefaultConfig().HTTP, Table: agent.DefaultConfig().Table,
+		RouterListen: rc.Listen, RouterAdmin: rc.Admin}
 	cfg.DataDir = "" // a temporary directory unless given
 	cfg.Raft = ""    // in memory: one server, no raft port
 	cfg.RaftMultiplier = 1
@@ -34,7 +41,7 @@ func newDevCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run everything in one process, with data in a temporary directory",
-		Long: `Run a registry server, its DNS and a node agent following it, in one process,
+		Long: `Run a registry server, its DNS, a node agent and a router following it, in one process,
 for trying Discotech out: raft in memory, fast timers, and the data in a
 temporary directory removed on exit (unless --data-dir is given). It prints
 what to try next.`,
@@ -61,6 +68,8 @@ what to try next.`,
 	serverFlags(f, &cfg.Config)
 	f.StringVar(&cfg.AgentHTTP, "agent-http", cfg.AgentHTTP, "the agent's status and metrics address (empty: no agent)")
 	f.StringVar(&cfg.Table, "table", cfg.Table, "the shared-memory table the agent writes for libdisco.so (empty: none)")
+	f.StringVar(&cfg.RouterListen, "router-listen", cfg.RouterListen, "the router's traffic address (empty: no router)")
+	f.StringVar(&cfg.RouterAdmin, "router-admin", cfg.RouterAdmin, "the router's admin address")
 	return cmd
 }
 
@@ -105,33 +114,76 @@ func runDev(ctx context.Context, cfg devConfig, out io.Writer) error {
 		}
 		agentLine = fmt.Sprintf("  agent status   http://%s/v1/agent/status\n", al.Addr())
 	}
+	var rt *router.Router
+	var rls router.Listeners
+	routerLine := ""
+	if cfg.RouterListen != "" {
+		rcfg := router.DefaultConfig()
+		rcfg.Server = api
+		rcfg.Listen, rcfg.Admin = cfg.RouterListen, cfg.RouterAdmin
+		rcfg.StateDir = filepath.Join(cfg.DataDir, "router")
+		rcfg.Logger = cfg.Logger
+		if rt, err = router.New(rcfg); err == nil {
+			rls, err = rt.Listen()
+		}
+		if err != nil {
+			l.Close()
+			if al != nil {
+				al.Close()
+			}
+			return fmt.Errorf("dev: %w", err)
+		}
+		routerLine = fmt.Sprintf("  router         http://%s/   (routes from urlprefix- tags)\n  router admin   http://%s/   (routes, backends, announce)\n", rls.Traffic.Addr(), rls.Admin.Addr())
+	}
 	fmt.Fprintf(out, `
 Discotech dev is running.
   registry API   %[1]s   (data in %[2]s)
   metrics        %[1]s/metrics
-%[3]s%[5]s
+%[3]s%[5]s%[7]s
 Try, in another terminal:
-  disco register web 127.0.0.1:8080 --tag v1 --ttl 10s   # keeps heartbeating until Ctrl-C
+  disco register web 127.0.0.1:8080 --tag v1 --tag urlprefix-/ --ttl 10s   # keeps heartbeating until Ctrl-C
   disco services
   disco instances web
   disco watch web
   curl -s %[1]s/v1/services/web
-%[4]s%[6]s
+%[4]s%[6]s%[8]s
 Ctrl-C stops it.
-`, api, cfg.DataDir, dnsLine(srv.DNSAddr()), digLines(srv.DNSAddr()), agentLine, execLine(ag != nil && cfg.Table != "", cfg.Table))
-	if ag == nil {
-		return srv.Serve(ctx, l)
-	}
+`, api, cfg.DataDir, dnsLine(srv.DNSAddr()), digLines(srv.DNSAddr()), agentLine, execLine(ag != nil && cfg.Table != "", cfg.Table), routerLine, curlLine(rls))
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	errc := make(chan error, 1)
-	go func() { errc <- ag.Serve(ctx, al) }()
+	// The agent and the router run beside the server; the first to fail
+	// stops them all.
+	var hosts []func(context.Context) error
+	if ag != nil {
+		hosts = append(hosts, func(ctx context.Context) error { return ag.Serve(ctx, al) })
+	}
+	if rt != nil {
+		hosts = append(hosts, func(ctx context.Context) error { return rt.Serve(ctx, rls) })
+	}
+	errc := make(chan error, len(hosts))
+	for _, h := range hosts {
+		go func() {
+			err := h(ctx)
+			stop()
+			errc <- err
+		}()
+	}
 	err = srv.Serve(ctx, l)
 	stop()
-	if aerr := <-errc; err == nil {
-		err = aerr
+	for range hosts {
+		if herr := <-errc; err == nil {
+			err = herr
+		}
 	}
 	return err
+}
+
+// curlLine is the request to try through the router.
+func curlLine(ls router.Listeners) string {
+	if ls.Traffic == nil {
+		return ""
+	}
+	return fmt.Sprintf("  curl -s http://%s/   # through the router, to a backend tagged urlprefix-/\n", ls.Traffic.Addr())
 }
 
 // execLine is the interception to try, when the agent writes a table.

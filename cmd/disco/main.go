@@ -61,6 +61,7 @@ DISCO_DATA_DIR) or, for server, agent and dev, in the YAML file given by
 	root.AddCommand(
 		newServerCmd(g),
 		newAgentCmd(g),
+		newRouterCmd(g),
 		newDevCmd(g),
 		newExecCmd(g),
 		newRegisterCmd(g),

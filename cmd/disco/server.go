@@ -26,14 +26,7 @@ func newServerCmd(g *globals) *cobra.Command {
 one-server cluster; an acknowledged write is on disk (fsynced raft log) before
 the API answers.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := g.hostSetup(cmd, &file, &cfg)
-			if err != nil {
-				return err
-			}
-			cfg.Logger = log
-			return runServer(cmd.Context(), cfg)
-		},
+		RunE: g.runHost(&file, &cfg, &cfg.Logger, func(ctx context.Context) error { return runServer(ctx, cfg) }),
 	}
 	f := cmd.Flags()
 	f.StringVar(&file, "config", "", "YAML config file; keys are the flag names")
@@ -60,6 +53,19 @@ func dnsFlags(f *pflag.FlagSet, cfg *dnsserver.Config) {
 	f.StringSliceVar(&cfg.Domains, "dns-domain", cfg.Domains, "service domains answered, e.g. disco,consul")
 	f.DurationVar(&cfg.TTL, "dns-ttl", cfg.TTL, "TTL of DNS answers")
 	f.DurationVar(&cfg.NegativeTTL, "dns-negative-ttl", cfg.NegativeTTL, "how long resolvers may cache NXDOMAIN and empty answers (the SOA minimum)")
+}
+
+// runHost is the RunE of a long-running command: it loads the config file,
+// environment and flags into cfg, sets *logger, and runs.
+func (g *globals) runHost(file *string, cfg any, logger **slog.Logger, run func(context.Context) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		log, err := g.hostSetup(cmd, file, cfg)
+		if err != nil {
+			return err
+		}
+		*logger = log
+		return run(cmd.Context())
+	}
 }
 
 // hostSetup loads a host's settings (config file, environment, flags) into

@@ -1,0 +1,516 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http/httpguts"
+
+	"github.com/discotech/disco/balance"
+)
+
+// Tries: a request that fails to connect is tried on other backends, up
+// to maxTries in all; one answered 502, 503 or 504 (or not answered within
+// the try timeout) is tried once more, on another backend, when it is
+// idempotent. Retries are within the route's budget.
+const (
+	maxTries        = 3
+	minRetryAllowed = 3 // retries in progress a route may always have
+)
+
+// ServeHTTP proxies one request on the traffic port.
+func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	start := time.Now()
+	ro := r.table.Load().Lookup(req.Host, req.URL.Path)
+	if ro == nil || ro.Proto == "tcp" {
+		r.m.unrouted.Inc()
+		r.logAccess(req, start, http.StatusNotFound, 0, "", nil, 0)
+		plainError(w, http.StatusNotFound, fmt.Sprintf("discotech: no route for %s%s; routes come from urlprefix- tags (see GET /routes on the admin port)", hostOnly(req.Host), req.URL.Path), 0)
+		return
+	}
+	st := ro.Value.(*routeState)
+	st.active.Add(1)
+	x := exchange{r: r, st: st, w: w, req: req, start: start}
+	x.serve()
+	st.active.Add(-1)
+}
+
+// exchange is one request's way through the router.
+type exchange struct {
+	r     *Router
+	st    *routeState
+	w     http.ResponseWriter
+	req   *http.Request
+	start time.Time
+	body  *replayable
+
+	tries   int
+	last    *member // the backend of the last try
+	status  int
+	written int64
+}
+
+func (x *exchange) serve() {
+	req := x.req
+	upgrade := upgradeType(req.Header)
+	prepareHeader(req, upgrade)
+	if req.Body != nil && req.Body != http.NoBody {
+		x.body = &replayable{rc: req.Body}
+	}
+	var tried [maxTries]*member
+	statusRetried := false
+	var lastErr error
+	for {
+		m := x.pickOther(tried[:x.tries])
+		if m == nil {
+			x.unavailable(lastErr)
+			return
+		}
+		if !m.up.acquire(x.r.cfg.MaxRequests) {
+			// Circuit open: another backend, without counting a try.
+			x.r.m.circuitOpen(x.st, m).Inc()
+			tried[x.tries] = m
+			x.tries++
+			if x.tries < maxTries {
+				lastErr = errCircuitOpen
+				continue
+			}
+			x.unavailable(errCircuitOpen)
+			return
+		}
+		tried[x.tries] = m
+		x.tries++
+		x.last = m
+		resp, began, err := x.try(m, upgrade)
+		retry, reason := x.judge(m, resp, err, began, statusRetried)
+		if retry != "" && x.tries < maxTries && x.st.allowRetry(x.r.cfg.RetryBudget) {
+			if resp != nil {
+				io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+				resp.Body.Close()
+			}
+			m.up.release()
+			x.r.m.retries(x.st, retry).Inc()
+			if retry == "status" || retry == "timeout" {
+				statusRetried = true
+			}
+			lastErr = reason
+			x.st.retrying.Add(1)
+			defer x.st.retrying.Add(-1)
+			continue
+		} else if retry != "" {
+			x.r.m.retriesRefused(x.st).Inc()
+		}
+		if err != nil {
+			m.up.release()
+			x.failed(m, err)
+			return
+		}
+		if upgrade != "" && resp.StatusCode == http.StatusSwitchingProtocols {
+			x.upgrade(m, resp, began)
+			m.up.release()
+			return
+		}
+		x.respond(m, resp, began)
+		m.up.release()
+		return
+	}
+}
+
+// pickOther picks a backend of the route not in tried.
+func (x *exchange) pickOther(tried []*member) *member {
+	return pickOtherIn(x.st, x.r.pick.key(x.req), tried, x.r.pick)
+}
+
+// pickOtherIn picks a backend of st not in tried, or, when the policy keeps
+// returning tried ones, the first untried backend with weight; nil when
+// there is none.
+func pickOtherIn(st *routeState, key uint64, tried []*member, p picker) *member {
+	pool := st.pool.Load()
+	for range 3 {
+		b := p.policy(st).Pick(pool, key)
+		if b == nil {
+			break
+		}
+		m := b.Value.(*member)
+		if !contains(tried, m) {
+			return m
+		}
+	}
+	if len(tried) == 0 {
+		return nil
+	}
+	now := time.Now()
+	for i, b := range pool.Backends() {
+		m := b.Value.(*member)
+		if pool.Weight(i) > 0 && !b.Ejected(now) && !contains(tried, m) {
+			return m
+		}
+	}
+	return nil
+}
+
+func contains(ms []*member, m *member) bool {
+	for _, o := range ms {
+		if o == m {
+			return true
+		}
+	}
+	return false
+}
+
+// try sends the request to m once.
+func (x *exchange) try(m *member, upgrade string) (*http.Response, time.Time, error) {
+	ro := x.st.route
+	in := x.req
+	out := in.WithContext(in.Context())
+	u := url.URL{Scheme: "http", Host: m.up.addr, Path: in.URL.Path, RawQuery: in.URL.RawQuery}
+	if in.URL.RawPath != "" {
+		u.RawPath = in.URL.RawPath
+	}
+	if ro.Strip != "" || ro.Prepend != "" {
+		u.Path = ro.Rewrite(in.URL.Path)
+		if u.RawPath != "" {
+			u.RawPath = ro.Rewrite(in.URL.RawPath)
+		}
+	}
+	transport := x.r.transport
+	switch ro.Proto {
+	case "https":
+		u.Scheme = "https"
+		if ro.TLSSkipVerify {
+			transport = x.r.insecure
+		}
+	case "grpc":
+		transport = x.r.h2c
+	}
+	out.URL = &u
+	out.RequestURI = ""
+	out.Close = false
+	switch ro.HostHeader {
+	case "":
+	case "dst":
+		out.Host = m.up.addr
+	default:
+		out.Host = ro.HostHeader
+	}
+	if x.body != nil {
+		out.Body = x.body
+	}
+	began := m.b.Begin()
+	resp, err := transport.RoundTrip(out)
+	return resp, began, err
+}
+
+// judge records a try's outcome in the pool and says whether, and why, to
+// retry it ("" for no).
+func (x *exchange) judge(m *member, resp *http.Response, err error, began time.Time, statusRetried bool) (string, error) {
+	pool := x.st.pool.Load()
+	now := time.Now()
+	idempotent := isIdempotent(x.req) && !x.body.touched()
+	var retry string
+	ok := true
+	switch {
+	case err != nil && x.req.Context().Err() != nil:
+		// The client went away: not the backend's fault.
+		m.b.End(began)
+		return "", err
+	case err != nil:
+		ok = false
+		var de *dialError
+		switch {
+		case errors.As(err, &de) && !x.body.touched():
+			retry = "connect"
+		case isTimeout(err) && idempotent && !statusRetried:
+			retry = "timeout"
+		}
+	case resp.StatusCode >= 500:
+		ok = false
+		if (resp.StatusCode == 502 || resp.StatusCode == 503 || resp.StatusCode == 504) && idempotent && !statusRetried {
+			retry = "status"
+		}
+	}
+	m.b.End(began)
+	if pool.Result(m.b, now, ok) {
+		x.r.ejected(x.st, m, "consecutive failures")
+	}
+	x.r.m.backendResult(x.st, m, resp, err).Inc()
+	if err == nil && retry != "" {
+		err = fmt.Errorf("%s answered %s", m.up.addr, resp.Status)
+	}
+	return retry, err
+}
+
+// allowRetry reports whether the route's retry budget allows one more
+// retry now: retries in progress stay under budget × active requests, with
+// a floor of minRetryAllowed.
+func (st *routeState) allowRetry(budget float64) bool {
+	limit := max(int64(budget*float64(st.active.Load())), minRetryAllowed)
+	return st.retrying.Load() < limit
+}
+
+// acquire takes a slot of u's circuit breaker; false when it is full.
+func (u *upstream) acquire(limit int) bool {
+	if u.inflight.Add(1) > int64(limit) {
+		u.inflight.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (u *upstream) release() { u.inflight.Add(-1) }
+
+// respond copies the backend's response to the client.
+func (x *exchange) respond(m *member, resp *http.Response, began time.Time) {
+	defer resp.Body.Close()
+	h := x.w.Header()
+	removeHopByHop(resp.Header)
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	announced := len(resp.Trailer)
+	if announced > 0 {
+		keys := make([]string, 0, announced)
+		for k := range resp.Trailer {
+			keys = append(keys, k)
+		}
+		h.Set("Trailer", strings.Join(keys, ", "))
+	}
+	x.w.WriteHeader(resp.StatusCode)
+	n, err := copyBody(x.w, resp.Body, flushes(resp))
+	if err != nil && !errors.Is(err, context.Canceled) {
+		// Headers are out: all that is left is to cut the response short.
+		x.r.log.Debug("router: copying a response", "route", x.st.route.Key, "backend", m.up.addr, "err", err)
+		x.finish(resp.StatusCode, n)
+		panic(http.ErrAbortHandler)
+	}
+	if len(resp.Trailer) > 0 {
+		for k, v := range resp.Trailer {
+			if announced > 0 {
+				h[k] = v
+			} else {
+				h[http.TrailerPrefix+k] = v
+			}
+		}
+	}
+	x.finish(resp.StatusCode, n)
+}
+
+// flushes reports whether a response streams: every chunk the backend
+// sends goes to the client at once (server-sent events, unknown lengths,
+// gRPC).
+func flushes(resp *http.Response) bool {
+	if resp.ContentLength == -1 {
+		return true
+	}
+	ct := resp.Header.Get("Content-Type")
+	return strings.HasPrefix(ct, "text/event-stream") || strings.HasPrefix(ct, "application/grpc")
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyBody copies a response body, flushing after each read when flush is
+// set.
+func copyBody(w http.ResponseWriter, r io.Reader, flush bool) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	rc := http.NewResponseController(w)
+	var n int64
+	for {
+		k, err := r.Read(buf)
+		if k > 0 {
+			wn, werr := w.Write(buf[:k])
+			n += int64(wn)
+			if werr != nil {
+				return n, werr
+			}
+			if flush {
+				rc.Flush()
+			}
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// failed answers a request whose last try failed without a response.
+func (x *exchange) failed(m *member, err error) {
+	code, what := http.StatusBadGateway, "failed"
+	switch {
+	case x.req.Context().Err() != nil:
+		x.finish(499, 0) // nginx's "client closed request", for the log
+		return
+	case isTimeout(err):
+		code, what = http.StatusGatewayTimeout, "did not answer in time"
+	}
+	x.finish(code, 0)
+	plainError(x.w, code, fmt.Sprintf("discotech: backend %s of %s %s after %d tries: %v", m.up.addr, x.st.route.Key, what, x.tries, err), 0)
+}
+
+// unavailable answers a request with no backend left to try.
+func (x *exchange) unavailable(lastErr error) {
+	x.finish(http.StatusServiceUnavailable, 0)
+	if x.tries == 0 {
+		x.r.m.noBackend(x.st).Inc()
+		n := len(x.st.members)
+		plainError(x.w, http.StatusServiceUnavailable, fmt.Sprintf("discotech: no backend can take requests for %s: %d registered, none eligible (not ready, ejected or drained); try again shortly", x.st.route.Key, n), 1)
+		return
+	}
+	if errors.Is(lastErr, errCircuitOpen) {
+		plainError(x.w, http.StatusServiceUnavailable, fmt.Sprintf("discotech: every backend of %s that could be tried has %d requests in flight (circuit breaker); try again shortly", x.st.route.Key, x.r.cfg.MaxRequests), 1)
+		return
+	}
+	plainError(x.w, http.StatusServiceUnavailable, fmt.Sprintf("discotech: every backend tried for %s failed (%d tries); last: %v", x.st.route.Key, x.tries, lastErr), 1)
+}
+
+var errCircuitOpen = errors.New("circuit breaker open")
+
+// finish records the request's outcome in the metrics and the access log.
+func (x *exchange) finish(status int, written int64) {
+	x.status, x.written = status, written
+	x.r.m.request(x.st, status, time.Since(x.start))
+	addr := ""
+	if x.last != nil {
+		addr = x.last.up.addr
+	}
+	x.r.logAccess(x.req, x.start, status, written, addr, x.st, x.tries)
+}
+
+// plainError writes a short text answer; retryAfter > 0 adds Retry-After.
+func plainError(w http.ResponseWriter, code int, msg string, retryAfter int) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if retryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(retryAfter))
+	}
+	w.WriteHeader(code)
+	io.WriteString(w, msg+"\n")
+}
+
+// replayable is a request body that a failed try does not close, so that
+// a try that never read it can hand it to the next.
+type replayable struct {
+	rc   io.ReadCloser
+	read atomic.Bool
+}
+
+func (b *replayable) Read(p []byte) (int, error) {
+	b.read.Store(true)
+	return b.rc.Read(p)
+}
+
+func (b *replayable) Close() error { return nil }
+
+// touched reports whether any try read from the body (nil: no body).
+func (b *replayable) touched() bool { return b != nil && b.read.Load() }
+
+func isIdempotent(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return r.Header.Get("Idempotency-Key") != ""
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) ||
+		err != nil && strings.Contains(err.Error(), "timeout awaiting response headers")
+}
+
+// hopHeaders are the hop-by-hop headers (RFC 9110 §7.6.1) a proxy must not
+// forward.
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade",
+}
+
+// removeHopByHop deletes the hop-by-hop headers and those Connection
+// names.
+func removeHopByHop(h http.Header) {
+	for _, f := range h["Connection"] {
+		for sf := range strings.SplitSeq(f, ",") {
+			if sf = textproto.TrimString(sf); sf != "" {
+				h.Del(sf)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		if _, ok := h[k]; ok {
+			delete(h, k)
+		}
+	}
+}
+
+// prepareHeader turns the client's request header into the backend's, in
+// place: hop-by-hop headers out (but an upgrade's and "TE: trailers"
+// stay), X-Forwarded-* in.
+func prepareHeader(req *http.Request, upgrade string) {
+	h := req.Header
+	trailers := httpguts.HeaderValuesContainsToken(h["Te"], "trailers")
+	removeHopByHop(h)
+	if trailers {
+		h["Te"] = []string{"trailers"}
+	}
+	if upgrade != "" {
+		h["Connection"] = []string{"Upgrade"}
+		h["Upgrade"] = []string{upgrade}
+	}
+	if ip, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
+		if prior, ok := h["X-Forwarded-For"]; ok {
+			ip = strings.Join(prior, ", ") + ", " + ip
+		}
+		h["X-Forwarded-For"] = []string{ip}
+	}
+	proto := "http"
+	if req.TLS != nil {
+		proto = "https"
+	}
+	if _, ok := h["X-Forwarded-Proto"]; !ok {
+		h["X-Forwarded-Proto"] = []string{proto}
+	}
+	if _, ok := h["X-Forwarded-Host"]; !ok {
+		h["X-Forwarded-Host"] = []string{req.Host}
+	}
+}
+
+// upgradeType is the protocol a request asks to upgrade to ("websocket"),
+// or "".
+func upgradeType(h http.Header) string {
+	if !httpguts.HeaderValuesContainsToken(h["Connection"], "Upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
+}
+
+// hostOnly is a Host header without its port.
+func hostOnly(host string) string {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		return h
+	}
+	return host
+}
+
+// ejected logs and counts an ejection.
+func (r *Router) ejected(st *routeState, m *member, reason string) {
+	r.m.ejections(st, m, reason).Inc()
+	r.log.Warn("router: backend ejected", "route", st.route.Key, "backend", m.up.addr, "id", m.up.key, "reason", reason)
+}
+
+var _ balance.Policy = balance.P2C{}
