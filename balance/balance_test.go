@@ -277,7 +277,7 @@ func TestSlowStart(t *testing.T) {
 	if w := bs[1].effective(1, at(now)); w != 0.1 {
 		t.Errorf("weight at join %v, want a tenth", w)
 	}
-	if w := bs[1].effective(1, at(now.Add(SlowStart / 2))); w < 0.49 || w > 0.51 {
+	if w := bs[1].effective(1, at(now.Add(SlowStart/2))); w < 0.49 || w > 0.51 {
 		t.Errorf("weight half way %v, want 0.5", w)
 	}
 	if w := bs[1].effective(1, at(now.Add(SlowStart))); w != 1 {
