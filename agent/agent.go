@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/discotech/disco/balance"
 	"github.com/discotech/disco/catalog"
 	"github.com/discotech/disco/dnsserver"
 	"github.com/discotech/disco/guard"
@@ -64,6 +65,10 @@ type Config struct {
 	// repeatedly gets weight 0 in the table.
 	Report   string        `yaml:"report"`
 	EjectFor time.Duration `yaml:"eject-for"`
+	// VitalsInterval is how often the backends that serve vitals are
+	// polled, to set their weights in the table (ready:false takes one out);
+	// 0 polls none.
+	VitalsInterval time.Duration `yaml:"vitals-interval"`
 	// DNS answers the agent's table; an empty DNS.Addr turns it off.
 	DNS dnsserver.Config `yaml:",inline"`
 
@@ -77,17 +82,18 @@ func DefaultConfig() Config {
 	d.Addr = "127.0.0.1:7754"
 	g := guard.DefaultConfig()
 	return Config{
-		HTTP:       "127.0.0.1:7701",
-		HoldWindow: g.HoldWindow,
-		LKGMaxAge:  g.MaxAge,
-		Refresh:    30 * time.Second,
-		Table:      shmtable.DefaultPath,
-		MagicRange: magicip.DefaultRange.String(),
-		DNSMagic:   true,
-		Proxy:      true,
-		Report:     DefaultReportAddr,
-		EjectFor:   30 * time.Second,
-		DNS:        d,
+		HTTP:           "127.0.0.1:7701",
+		HoldWindow:     g.HoldWindow,
+		LKGMaxAge:      g.MaxAge,
+		Refresh:        30 * time.Second,
+		Table:          shmtable.DefaultPath,
+		MagicRange:     magicip.DefaultRange.String(),
+		DNSMagic:       true,
+		Proxy:          true,
+		Report:         DefaultReportAddr,
+		EjectFor:       30 * time.Second,
+		VitalsInterval: balance.PollInterval,
+		DNS:            d,
 	}
 }
 
@@ -101,6 +107,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HoldWindow < 0 || c.LKGMaxAge < 0 || c.Refresh < time.Second {
 		return fmt.Errorf("agent: hold-window and lkg-max-age must not be negative, and refresh must be at least 1s (got %s, %s, %s)", c.HoldWindow, c.LKGMaxAge, c.Refresh)
+	}
+	if c.VitalsInterval != 0 && c.VitalsInterval < 10*time.Millisecond {
+		return fmt.Errorf("agent: vitals-interval must be 0 (off) or at least 10ms, got %s", c.VitalsInterval)
 	}
 	if c.EjectFor < 0 {
 		return fmt.Errorf("agent: eject-for must not be negative, got %s", c.EjectFor)
@@ -168,6 +177,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.Report != "" {
 		a.node.ejector = newEjector(a.reg, cfg.EjectFor)
+	}
+	if cfg.VitalsInterval > 0 {
+		a.node.vitals = newVitalsWeights(a.reg, cfg)
 	}
 	if cfg.DNS.Addr != "" {
 		dc := cfg.DNS

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -356,4 +357,65 @@ func TestFailureReportsEject(t *testing.T) {
 	}
 	// The ejections end.
 	waitWeights("10.0.1.1=100 10.0.1.2=100 10.0.1.3=100 10.0.1.4=100")
+}
+
+func TestVitalsSetTableWeights(t *testing.T) {
+	var ready [3]atomic.Bool
+	var cpu atomic.Int64
+	var yaml strings.Builder
+	yaml.WriteString("services:\n  web:\n")
+	for i := range ready {
+		ready[i].Store(true)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c := 0
+			if i == 2 {
+				c = int(cpu.Load())
+			}
+			fmt.Fprintf(w, `{"ready":%v,"cpu_usage":%d}`, ready[i].Load(), c)
+		}))
+		t.Cleanup(srv.Close)
+		_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+		fmt.Fprintf(&yaml, "    - {id: w%d, address: 127.0.0.1, port: %d, meta: {metrics_port: %q}}\n", i+1, 8001+i, port)
+	}
+	path := filepath.Join(t.TempDir(), "s.yaml")
+	os.WriteFile(path, []byte(yaml.String()), 0o644)
+	cfg := testConfig(t, "file://"+path)
+	cfg.Proxy = false
+	cfg.VitalsInterval = 20 * time.Millisecond
+	runAgent(t, cfg)
+	weights := func() string {
+		svcs, _ := shmtable.Read(cfg.Table)
+		var out []string
+		for _, s := range svcs {
+			for _, b := range s.Backends {
+				out = append(out, fmt.Sprintf("%d=%d", b.Port, b.Weight))
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	waitWeights := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for weights() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("table weights %q, want %q", weights(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitWeights("8001=100 8002=100 8003=100")
+	// ready:false takes w1 out within a poll.
+	ready[0].Store(false)
+	waitWeights("8001=0 8002=100 8003=100")
+	// A busy w3 loses weight slowly, down to half.
+	cpu.Store(100)
+	waitWeights("8001=0 8002=100 8003=50")
+	// Two of three not ready: panic, the registered weights stand.
+	ready[1].Store(false)
+	waitWeights("8001=100 8002=100 8003=100")
+	// Back: the weights climb again.
+	ready[0].Store(true)
+	ready[1].Store(true)
+	cpu.Store(0)
+	waitWeights("8001=100 8002=100 8003=100")
 }

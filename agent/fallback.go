@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -16,8 +15,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/discotech/disco/balance"
 	"github.com/discotech/disco/catalog"
 	"github.com/discotech/disco/relay"
+	"github.com/discotech/disco/shmtable"
 )
 
 // fallback is the agent's TCP proxy on the magic addresses, for the
@@ -33,7 +34,8 @@ type fallback struct {
 
 	mu        sync.Mutex
 	listeners map[netip.AddrPort]*listener
-	inflight  sync.Map // backend "addr:port" → *atomic.Int64
+	backends  map[string]*balance.Backend // by service/addr:port, carried from pool to pool
+	pools     atomic.Pointer[map[string]*balance.Pool]
 	wg        sync.WaitGroup
 }
 
@@ -65,9 +67,11 @@ func newFallbackMetrics(reg prometheus.Registerer) *fallbackMetrics {
 	return m
 }
 
-// sync makes the listeners match the current view: one per service's magic
-// address and each of its ports.
-func (f *fallback) sync(v *view) {
+// sync makes the listeners match the current view — one per service's magic
+// address and each of its ports — and the pools the table's services, with
+// the table's weights.
+func (f *fallback) sync(v *view, services []shmtable.Service) {
+	f.syncPools(services)
 	want := map[netip.AddrPort]string{}
 	for name, ins := range v.table.Services {
 		magic, ok := v.magic.Addr(name)
@@ -145,85 +149,65 @@ func (f *fallback) serve(ln *listener) {
 // moves on to another, as the shim does for a blocking connect.
 const maxTries = 3
 
-func (f *fallback) forward(ln *listener, c net.Conn) {
-	v := f.n.current.Load()
-	var backends []*catalog.Instance
-	if v != nil {
-		backends = v.table.Services[ln.service]
+// syncPools makes one pool per service from the table's backends and
+// weights, keeping each backend's live figures.
+func (f *fallback) syncPools(services []shmtable.Service) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	pools := make(map[string]*balance.Pool, len(services))
+	seen := map[string]*balance.Backend{}
+	for _, s := range services {
+		bs := make([]*balance.Backend, len(s.Backends))
+		ws := make([]float64, len(s.Backends))
+		for i, b := range s.Backends {
+			addr := netip.AddrPortFrom(b.Addr, b.Port).String()
+			key := s.Name + "/" + addr
+			be := f.backends[key]
+			if be == nil {
+				be = &balance.Backend{ID: key, Addr: addr, Weight: 1}
+			}
+			seen[key] = be
+			bs[i], ws[i] = be, float64(b.Weight)
+		}
+		pools[s.Name] = balance.NewPoolWeights(bs, ws)
 	}
-	var tried []*catalog.Instance
-	dialer := net.Dialer{Timeout: f.timeout, KeepAlive: -1}
-	for attempt := 0; attempt < maxTries; attempt++ {
-		in := f.pick(backends, tried)
-		if in == nil {
-			break
-		}
-		tried = append(tried, in)
-		addr := net.JoinHostPort(in.Address, strconv.Itoa(in.Port))
-		b, err := dialer.Dial("tcp", addr)
-		if err != nil {
-			f.n.a.log.Debug("agent: fallback proxy: backend refused", "service", ln.service, "backend", addr, "err", err)
-			continue
-		}
-		if attempt > 0 {
-			ln.retried.Inc()
-		} else {
-			ln.ok.Inc()
-		}
-		n := f.counter(addr)
-		n.Add(1)
-		relay.Join(c, b)
-		n.Add(-1)
+	f.backends = seen
+	f.pools.Store(&pools)
+}
+
+func (f *fallback) forward(ln *listener, c net.Conn) {
+	var pool *balance.Pool
+	if ps := f.pools.Load(); ps != nil {
+		pool = (*ps)[ln.service]
+	}
+	if pool == nil {
+		ln.failed.Inc()
+		c.Close()
 		return
 	}
-	ln.failed.Inc()
-	c.Close()
+	failed := func(b *balance.Backend, err error, _ bool) {
+		f.n.a.log.Debug("agent: fallback proxy: backend refused", "service", ln.service, "backend", b.Addr, "err", err)
+	}
+	b, be, rtt, tries, err := balance.Dial(context.Background(), balance.P2C{}, pool, 0, maxTries, f.dial, failed)
+	if err != nil {
+		ln.failed.Inc()
+		c.Close()
+		return
+	}
+	if tries > 1 {
+		ln.retried.Inc()
+	} else {
+		ln.ok.Inc()
+	}
+	relay.Join(c, b)
+	be.EndConn(rtt)
 }
 
-// pick chooses a backend by weighted power of two choices: two draws by
-// weight, and of the two the one with fewer connections in flight. Drained
-// (weight 0) and already tried backends are never picked.
-func (f *fallback) pick(backends []*catalog.Instance, tried []*catalog.Instance) *catalog.Instance {
-	total := 0
-	for _, in := range backends {
-		if !slices.Contains(tried, in) && in.Weight > 0 {
-			total += in.Weight
-		}
-	}
-	if total == 0 {
-		return nil
-	}
-	draw := func() *catalog.Instance {
-		x := rand.IntN(total)
-		for _, in := range backends {
-			if in.Weight <= 0 || slices.Contains(tried, in) {
-				continue
-			}
-			if x < in.Weight {
-				return in
-			}
-			x -= in.Weight
-		}
-		return nil
-	}
-	a, b := draw(), draw()
-	if a == b || b == nil {
-		return a
-	}
-	la := f.counter(net.JoinHostPort(a.Address, strconv.Itoa(a.Port))).Load()
-	lb := f.counter(net.JoinHostPort(b.Address, strconv.Itoa(b.Port))).Load()
-	if lb < la {
-		return b
-	}
-	return a
-}
-
-func (f *fallback) counter(addr string) *atomic.Int64 {
-	if c, ok := f.inflight.Load(addr); ok {
-		return c.(*atomic.Int64)
-	}
-	c, _ := f.inflight.LoadOrStore(addr, new(atomic.Int64))
-	return c.(*atomic.Int64)
+// dial connects to a backend without TCP keep-alive probes (the client's
+// own end-to-end settings are what matter).
+func (f *fallback) dial(ctx context.Context, addr string) (net.Conn, error) {
+	d := net.Dialer{Timeout: f.timeout, KeepAlive: -1}
+	return d.DialContext(ctx, "tcp", addr)
 }
 
 // parseProxyPorts reads proxy-port values: "80" for every service,

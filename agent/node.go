@@ -29,6 +29,7 @@ type node struct {
 	writer  *shmtable.Writer // nil when the table is off
 	proxy   *fallback        // nil when the fallback proxy is off
 	ejector *ejector         // nil when failure reports are off
+	vitals  *vitalsWeights   // nil when vitals are not polled
 	current atomic.Pointer[view]
 }
 
@@ -44,9 +45,13 @@ func (n *node) follow(ctx context.Context) {
 		}
 	}()
 	var published uint64
-	var kick <-chan struct{}
+	var kick, vitals <-chan struct{}
 	if n.ejector != nil {
 		kick = n.ejector.kick
+	}
+	if n.vitals != nil {
+		vitals = n.vitals.kick
+		defer n.vitals.poller.Close()
 	}
 	expiry := time.NewTimer(time.Hour)
 	defer expiry.Stop()
@@ -68,6 +73,8 @@ func (n *node) follow(ctx context.Context) {
 		case <-changed:
 		case <-kick:
 			n.update(t)
+		case <-vitals:
+			n.update(t)
 		case <-expiry.C:
 			n.update(t)
 		case <-ctx.Done():
@@ -88,26 +95,36 @@ func (n *node) update(t *guard.Table) {
 		n.a.log.Error("agent: magic addresses", "err", err)
 		return
 	}
-	v := &view{table: t, magic: alloc}
-	n.current.Store(v)
-	if n.proxy != nil {
-		n.proxy.sync(v)
+	if n.vitals != nil {
+		n.vitals.sync(t)
 	}
-	if n.writer == nil {
-		return
-	}
-	services := make([]shmtable.Service, 0, len(names))
 	slices.Sort(names)
+	services := make([]shmtable.Service, 0, len(names))
 	for _, name := range names {
 		s := shmtable.Service{Name: name}
 		s.Magic, _ = alloc.Addr(name)
+		var ins []*catalog.Instance
 		for _, in := range t.Services[name] {
 			if b, ok := backend(in); ok {
 				s.Backends = append(s.Backends, b)
+				ins = append(ins, in)
+			}
+		}
+		if n.vitals != nil {
+			for i, w := range n.vitals.weights(ins) {
+				s.Backends[i].Weight = uint32(w)
 			}
 		}
 		n.eject(&s)
 		services = append(services, s)
+	}
+	v := &view{table: t, magic: alloc}
+	n.current.Store(v)
+	if n.proxy != nil {
+		n.proxy.sync(v, services)
+	}
+	if n.writer == nil {
+		return
 	}
 	if err := n.writer.Publish(services); err != nil {
 		n.a.log.Error("agent: publishing the shared-memory table", "err", err)

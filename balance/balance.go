@@ -14,6 +14,7 @@ package balance
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,33 +112,47 @@ func NewPool(backends []*Backend) *Pool { return NewPoolWeights(backends, nil) }
 // backend beats sending it all to the few left.
 func NewPoolWeights(backends []*Backend, weights []float64) *Pool {
 	n := len(backends)
-	p := &Pool{backends: backends, weights: make([]float64, n), ids: make([]uint64, n)}
-	registered, live := 0, 0
+	p := &Pool{backends: backends, ids: make([]uint64, n)}
+	registered := make([]float64, n)
 	for i, b := range backends {
-		w := b.Weight
-		if weights != nil {
-			w = weights[i]
-		}
-		p.weights[i] = max(w, 0)
-		if b.Weight > 0 {
-			registered++
-			if p.weights[i] > 0 {
-				live++
-			}
-		}
+		registered[i] = b.Weight
 	}
-	if 2*live < registered {
-		p.panic = true
-		for i, b := range backends {
-			p.weights[i] = max(b.Weight, 0)
-		}
+	if weights == nil {
+		weights = registered
 	}
+	p.weights, p.panic = Weights(registered, weights)
 	for i, b := range backends {
 		p.total += p.weights[i]
 		p.ids[i] = idHash(b)
 	}
 	p.prob, p.alias = aliasTable(p.weights, p.total)
 	return p
+}
+
+// Weights are what a pool uses given its backends' registered weights and
+// what their vitals made of them: the latter, unless fewer than half of
+// the backends with a registered weight keep one (panic: see
+// NewPoolWeights), when the registered weights stand. Negative weights
+// count as 0.
+func Weights(registered, vitals []float64) (weights []float64, panic bool) {
+	weights = make([]float64, len(registered))
+	count, live := 0, 0
+	for i, r := range registered {
+		weights[i] = max(vitals[i], 0)
+		if r > 0 {
+			count++
+			if weights[i] > 0 {
+				live++
+			}
+		}
+	}
+	if 2*live >= count {
+		return weights, false
+	}
+	for i, r := range registered {
+		weights[i] = max(r, 0)
+	}
+	return weights, true
 }
 
 // aliasTable builds Vose's alias table for drawing i with probability
@@ -348,3 +363,34 @@ var (
 	_ Policy = LeastRequest{}
 	_ Policy = (*RoundRobin)(nil)
 )
+
+// PickExcept picks a backend of p with pol, other than those in tried: a
+// retry goes to a backend not tried yet. When the policy keeps returning
+// tried ones, it takes the first untried backend with weight that is not
+// ejected. Nil when there is none.
+func PickExcept(pol Policy, p *Pool, key uint64, tried []*Backend) *Backend {
+	for range 3 {
+		b := pol.Pick(p, key)
+		if b == nil {
+			return nil
+		}
+		if !slices.Contains(tried, b) {
+			return b
+		}
+	}
+	now := time.Now()
+	for i, b := range p.backends {
+		if p.weights[i] > 0 && !b.Ejected(now) && !slices.Contains(tried, b) {
+			return b
+		}
+	}
+	return nil
+}
+
+// EndConn records a connection that began at start ending now, with rtt,
+// the time it took to connect, as its latency: for a connection, how long
+// it stayed open says nothing about the backend.
+func (b *Backend) EndConn(rtt time.Duration) {
+	b.inflight.Add(-1)
+	b.observe(time.Now(), rtt)
+}

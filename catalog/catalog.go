@@ -8,6 +8,8 @@
 package catalog
 
 import (
+	"net"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -128,6 +130,21 @@ func Key(service, id string) string { return service + "/" + id }
 func SplitKey(key string) (service, id string) {
 	service, id, _ = strings.Cut(key, "/")
 	return service, id
+}
+
+// VitalsURL is where the instance serves its vitals: its vitals check's
+// target, or http://ADDRESS:PORT/metrics for meta "metrics_port"; "" when
+// it serves none that is known.
+func (in *Instance) VitalsURL() string {
+	if in.Check != nil && in.Check.Type == "vitals" {
+		return in.Check.Target
+	}
+	if p := in.Meta["metrics_port"]; p != "" {
+		if n, err := strconv.Atoi(p); err == nil && n > 0 && n < 65536 {
+			return "http://" + net.JoinHostPort(in.Address, p) + "/metrics"
+		}
+	}
+	return ""
 }
 
 // HasTag reports whether the instance carries tag t.

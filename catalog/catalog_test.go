@@ -114,3 +114,23 @@ func TestLabel(t *testing.T) {
 		t.Errorf("two long texts got the same label")
 	}
 }
+
+func TestVitalsURL(t *testing.T) {
+	for _, c := range []struct {
+		in   Instance
+		want string
+	}{
+		{Instance{Address: "10.0.1.5", Port: 80}, ""},
+		{Instance{Address: "10.0.1.5", Meta: map[string]string{"metrics_port": "9090"}}, "http://10.0.1.5:9090/metrics"},
+		{Instance{Address: "::1", Meta: map[string]string{"metrics_port": "9090"}}, "http://[::1]:9090/metrics"},
+		{Instance{Address: "10.0.1.5", Meta: map[string]string{"metrics_port": "99999"}}, ""},
+		{Instance{Address: "10.0.1.5", Meta: map[string]string{"metrics_port": "x"}}, ""},
+		{Instance{Address: "10.0.1.5", Meta: map[string]string{"metrics_port": "9090"},
+			Check: &Check{Type: "vitals", Target: "http://10.0.1.5:7000/v"}}, "http://10.0.1.5:7000/v"},
+		{Instance{Address: "10.0.1.5", Check: &Check{Type: "http", Target: "http://10.0.1.5/health"}}, ""},
+	} {
+		if got := c.in.VitalsURL(); got != c.want {
+			t.Errorf("VitalsURL of %+v = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

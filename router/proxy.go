@@ -132,41 +132,16 @@ func (x *exchange) pickOther(tried []*member) *member {
 	return pickOtherIn(x.st, x.r.pick.key(x.req), tried, x.r.pick)
 }
 
-// pickOtherIn picks a backend of st not in tried, or, when the policy keeps
-// returning tried ones, the first untried backend with weight; nil when
-// there is none.
+// pickOtherIn picks a backend of st not in tried (balance.PickExcept).
 func pickOtherIn(st *routeState, key uint64, tried []*member, p picker) *member {
-	pool := st.pool.Load()
-	for range 3 {
-		b := p.policy(st).Pick(pool, key)
-		if b == nil {
-			break
-		}
-		m := b.Value.(*member)
-		if !contains(tried, m) {
-			return m
-		}
+	var bs [maxTries]*balance.Backend
+	for i, m := range tried {
+		bs[i] = m.b
 	}
-	if len(tried) == 0 {
-		return nil
-	}
-	now := time.Now()
-	for i, b := range pool.Backends() {
-		m := b.Value.(*member)
-		if pool.Weight(i) > 0 && !b.Ejected(now) && !contains(tried, m) {
-			return m
-		}
+	if b := balance.PickExcept(p.policy(st), st.pool.Load(), key, bs[:len(tried)]); b != nil {
+		return b.Value.(*member)
 	}
 	return nil
-}
-
-func contains(ms []*member, m *member) bool {
-	for _, o := range ms {
-		if o == m {
-			return true
-		}
-	}
-	return false
 }
 
 // try sends the request to m once.
@@ -512,5 +487,3 @@ func (r *Router) ejected(st *routeState, m *member, reason string) {
 	r.m.ejections(st, m, reason).Inc()
 	r.log.Warn("router: backend ejected", "route", st.route.Key, "backend", m.up.addr, "id", m.up.key, "reason", reason)
 }
-
-var _ balance.Policy = balance.P2C{}

@@ -106,7 +106,7 @@ func (r *Router) applyRegistry(t *guard.Table) {
 func sameInstances(a, b []*catalog.Instance) bool {
 	return slices.EqualFunc(a, b, func(x, y *catalog.Instance) bool {
 		return x == y || x.ID == y.ID && x.Address == y.Address && x.Port == y.Port &&
-			x.Weight == y.Weight && slices.Equal(x.Tags, y.Tags) && metricsURL(x) == metricsURL(y)
+			x.Weight == y.Weight && slices.Equal(x.Tags, y.Tags) && x.VitalsURL() == y.VitalsURL()
 	})
 }
 
@@ -130,7 +130,7 @@ func (r *Router) applyService(name string, in serviceInput) {
 	}
 	for key, i := range byAddr {
 		if up := r.upstreams[key]; up != nil {
-			up.metricsURL = metricsURL(i)
+			up.metricsURL = i.VitalsURL()
 		}
 	}
 	now := time.Now()
@@ -179,7 +179,7 @@ func (r *Router) newRouteState(ro *route.Route, prev *routeState, instances map[
 		if up == nil {
 			up = &upstream{key: key, service: rm.Service, id: rm.ID, addr: rm.Addr, routes: map[string]*routeState{}}
 			if in := instances[key]; in != nil {
-				up.metricsURL = metricsURL(in)
+				up.metricsURL = in.VitalsURL()
 			}
 			up.factor.Store(math.Float64bits(1))
 			r.upstreams[key] = up
@@ -274,18 +274,4 @@ func (r *Router) vitals(key string, v *catalog.Vitals, problem string) {
 // instanceAddr is an instance's HOST:PORT.
 func instanceAddr(in *catalog.Instance) string {
 	return net.JoinHostPort(in.Address, strconv.Itoa(in.Port))
-}
-
-// metricsURL is where an instance serves its vitals: its vitals check's
-// target, or port meta "metrics_port" on its address; "" for none.
-func metricsURL(in *catalog.Instance) string {
-	if in.Check != nil && in.Check.Type == "vitals" {
-		return in.Check.Target
-	}
-	if p := in.Meta["metrics_port"]; p != "" {
-		if n, err := strconv.Atoi(p); err == nil && n > 0 && n < 65536 {
-			return "http://" + net.JoinHostPort(in.Address, p) + "/metrics"
-		}
-	}
-	return ""
 }

@@ -1,11 +1,12 @@
 package router
 
 import (
+	"context"
 	"errors"
 	"net"
 	"strconv"
-	"time"
 
+	"github.com/discotech/disco/balance"
 	"github.com/discotech/disco/relay"
 	"github.com/discotech/disco/router/route"
 )
@@ -83,30 +84,22 @@ func (r *Router) forwardTCP(port int, c net.Conn) {
 		return
 	}
 	st := ro.Value.(*routeState)
-	var tried []*member
-	for len(tried) < maxTries {
-		m := pickOtherIn(st, 0, tried, r.pick)
-		if m == nil {
-			r.m.noBackend(st).Inc()
-			return
+	dialer := net.Dialer{Timeout: r.cfg.ConnectTimeout}
+	dial := func(ctx context.Context, addr string) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", addr) }
+	failed := func(b *balance.Backend, err error, ejected bool) {
+		r.log.Debug("router: TCP backend refused", "route", ro.Key, "backend", b.Addr, "err", err)
+		if ejected {
+			r.ejected(st, b.Value.(*member), "consecutive failures")
 		}
-		tried = append(tried, m)
-		began := m.b.Begin()
-		b, err := net.DialTimeout("tcp", m.up.addr, r.cfg.ConnectTimeout)
-		if err != nil {
-			m.b.End(began)
-			if st.pool.Load().Result(m.b, time.Now(), false) {
-				r.ejected(st, m, "consecutive failures")
-			}
-			r.log.Debug("router: TCP backend refused", "route", ro.Key, "backend", m.up.addr, "err", err)
-			continue
-		}
-		st.pool.Load().Result(m.b, time.Now(), true)
-		r.m.tcpConns.WithLabelValues(ro.Key, m.up.addr).Inc()
-		in, out, _ := relay.Join(c, b)
-		m.b.End(began)
-		r.m.tcpBytes.WithLabelValues(ro.Key, "in").Add(float64(in))
-		r.m.tcpBytes.WithLabelValues(ro.Key, "out").Add(float64(out))
+	}
+	b, be, rtt, _, err := balance.Dial(r.ctx, r.pick.policy(st), st.pool.Load(), 0, maxTries, dial, failed)
+	if err != nil {
+		r.m.noBackend(st).Inc()
 		return
 	}
+	r.m.tcpConns.WithLabelValues(ro.Key, be.Addr).Inc()
+	in, out, _ := relay.Join(c, b)
+	be.EndConn(rtt)
+	r.m.tcpBytes.WithLabelValues(ro.Key, "in").Add(float64(in))
+	r.m.tcpBytes.WithLabelValues(ro.Key, "out").Add(float64(out))
 }

@@ -57,5 +57,6 @@ func agentFlags(f *pflag.FlagSet, cfg *agent.Config) {
 	f.BoolVar(&cfg.Proxy, "proxy", cfg.Proxy, "run the fallback TCP proxy on the magic addresses")
 	f.StringArrayVar(&cfg.ProxyPorts, "proxy-port", cfg.ProxyPorts, "an extra port the fallback proxy listens on: PORT for every service, SERVICE=PORT for one (repeatable)")
 	f.StringVar(&cfg.Report, "report", cfg.Report, "UDP address libdisco.so reports connect failures to (empty: ignore them)")
+	f.DurationVar(&cfg.VitalsInterval, "vitals-interval", cfg.VitalsInterval, "how often backends that serve vitals are polled for their table weights (0: never)")
 	f.DurationVar(&cfg.EjectFor, "eject-for", cfg.EjectFor, "how long a backend programs keep failing to connect to gets weight 0 in the table")
 }
