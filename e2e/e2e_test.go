@@ -150,12 +150,28 @@ func TestAcknowledgedWritesSurviveKill9(t *testing.T) {
 	}
 }
 
+// devProc is a running disco dev.
+type devProc struct {
+	*testpeer.Process
+	router string // its router's traffic address
+}
+
+// startDev runs disco dev with every port free and the table at table,
+// and returns it once the registry is ready.
+func startDev(t *testing.T, httpAddr, table string, args ...string) devProc {
+	t.Helper()
+	d := devProc{router: testpeer.FreePort(t)}
+	d.Process = run(t, append([]string{"dev", "--http", httpAddr, "--dns", testpeer.FreeUDPTCPPort(t), "--agent-http", testpeer.FreePort(t),
+		"--table", table, "--router-listen", d.router, "--router-admin", testpeer.FreePort(t)}, args...)...)
+	waitReady(t, httpAddr, d.Process)
+	return d
+}
+
 // TestCLIAgainstServer runs the client commands against disco dev, as the
 // README shows them.
 func TestCLIAgainstServer(t *testing.T) {
 	httpAddr := testpeer.FreePort(t)
-	p := run(t, "dev", "--http", httpAddr, "--dns", testpeer.FreeUDPTCPPort(t), "--agent-http", testpeer.FreePort(t), "--table", filepath.Join(t.TempDir(), "disco.table"))
-	waitReady(t, httpAddr, p)
+	startDev(t, httpAddr, filepath.Join(t.TempDir(), "disco.table"))
 	cli := func(args ...string) string {
 		t.Helper()
 		out, err := exec.Command(disco, append([]string{"--server", httpAddr}, args...)...).CombinedOutput()
@@ -205,8 +221,7 @@ func TestCLIAgainstServer(t *testing.T) {
 // several TTLs, then interrupts it and checks it deregistered.
 func TestRegisterKeepsHeartbeatingAndDeregistersOnSignal(t *testing.T) {
 	httpAddr := testpeer.FreePort(t)
-	p := run(t, "dev", "--http", httpAddr, "--dns", testpeer.FreeUDPTCPPort(t), "--agent-http", testpeer.FreePort(t), "--table", filepath.Join(t.TempDir(), "disco.table"))
-	waitReady(t, httpAddr, p)
+	startDev(t, httpAddr, filepath.Join(t.TempDir(), "disco.table"))
 	reg := run(t, "--server", httpAddr, "register", "web", "10.0.1.5:8080", "--id", "w1", "--ttl", "5s")
 	c, _ := client.New(httpAddr, nil)
 	ctx := context.Background()

@@ -36,8 +36,7 @@ func TestExecAndFallbackProxy(t *testing.T) {
 	port := l.Addr().(*net.TCPAddr).Port
 
 	httpAddr, table := testpeer.FreePort(t), filepath.Join(t.TempDir(), "disco.table")
-	p := run(t, "dev", "--http", httpAddr, "--dns", testpeer.FreeUDPTCPPort(t), "--agent-http", testpeer.FreePort(t), "--table", table)
-	waitReady(t, httpAddr, p)
+	startDev(t, httpAddr, table)
 	c, _ := client.New(httpAddr, nil)
 	if _, err := c.Register(context.Background(), "web", "w1", catalog.Registration{Address: "127.0.0.1", Port: port}); err != nil {
 		t.Fatal(err)

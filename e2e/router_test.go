@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -132,3 +133,32 @@ func TestRollingRestartLosesNothing(t *testing.T) {
 type statusError struct{ status string }
 
 func (e *statusError) Error() string { return "status " + e.status }
+
+// TestDevRoutesThroughItsRouter registers a backend tagged urlprefix-/ with
+// disco dev's registry and reaches it through dev's router.
+func TestDevRoutesThroughItsRouter(t *testing.T) {
+	httpAddr := testpeer.FreePort(t)
+	d := startDev(t, httpAddr, filepath.Join(t.TempDir(), "disco.table"))
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello from "+r.URL.Path+"\n")
+	}))
+	defer backend.Close()
+	if out, err := exec.Command(disco, "--server", httpAddr, "register", "web", backend.Listener.Addr().String(), "--id", "w1",
+		"--tag", "urlprefix-/web strip=/web", "--once").CombinedOutput(); err != nil {
+		t.Fatalf("register: %v\n%s", err, out)
+	}
+	var body string
+	testpeer.WaitUntil(t, "the router to route /web", patience, func() bool {
+		resp, err := http.Get("http://" + d.router + "/web/page")
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+		return resp.StatusCode == http.StatusOK
+	})
+	if body != "hello from /page\n" {
+		t.Errorf("through the router: %q", body)
+	}
+}
