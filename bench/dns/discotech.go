@@ -13,19 +13,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/discotech/disco/bench/internal/peer"
 	"github.com/discotech/disco/bench/internal/sysstat"
 )
-
-// buildDisco builds the disco binary with the local toolchain.
-func buildDisco(ctx context.Context, bin string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/discotech/disco/cmd/disco")
-	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("build disco (run from the repository root, or pass -disco PATH): %w", err)
-	}
-	return nil
-}
 
 // checkDNSFlag fails unless `disco server` takes --dns.
 func checkDNSFlag(bin string) error {
@@ -42,38 +32,31 @@ func checkDNSFlag(bin string) error {
 // startDiscotech starts `disco server` with DNS on free loopback ports and a
 // fresh data dir, waits until it is ready, registers the services, and
 // waits until its DNS answers the probe.
-func startDiscotech(ctx context.Context, bin string, services []service, probe query) (*server, error) {
-	dir, err := os.MkdirTemp("", "disco-bench-discotech-")
+func startDiscotech(ctx context.Context, bin, tmp string, services []service, probe query) (*server, error) {
+	dir, err := os.MkdirTemp(tmp, "discotech-")
 	if err != nil {
 		return nil, err
 	}
 	var addrs [3]string
 	for i := range addrs {
 		if addrs[i], err = sysstat.FreeAddr(); err != nil {
-			os.RemoveAll(dir)
 			return nil, err
 		}
 	}
 	httpAddr, raftAddr, dnsAddr := addrs[0], addrs[1], addrs[2]
-	s, err := startServer("discotech", dnsAddr, dir, bin, "server",
+	p, err := peer.Start("discotech", dir, bin, "server",
 		"--data-dir", filepath.Join(dir, "data"),
 		"--http", httpAddr, "--raft", raftAddr, "--raft-multiplier", "1",
 		"--dns", dnsAddr, "--log-level", "warn")
 	if err != nil {
-		os.RemoveAll(dir)
 		return nil, err
 	}
+	s := &server{Process: p, dns: dnsAddr}
 	base := "http://" + httpAddr
 	hc := &http.Client{Timeout: 5 * time.Second}
 	defer hc.CloseIdleConnections()
-	if err := s.waitFor(ctx, "ready", func(ctx context.Context) error {
-		status, body, err := do(ctx, hc, http.MethodGet, base+"/readyz", nil)
-		if err == nil && status != http.StatusOK {
-			err = fmt.Errorf("GET /readyz: %d %s", status, bytes.TrimSpace(body))
-		}
-		return err
-	}); err != nil {
-		s.stop()
+	if err := s.WaitReady(ctx, "ready", peer.HTTPReady(base+"/readyz", "")); err != nil {
+		s.Stop()
 		return nil, err
 	}
 	for _, svc := range services {
@@ -87,16 +70,16 @@ func startDiscotech(ctx context.Context, bin string, services []service, probe q
 				err = fmt.Errorf("%d %s", status, bytes.TrimSpace(resp))
 			}
 			if err != nil {
-				s.stop()
+				s.Stop()
 				return nil, fmt.Errorf("discotech: register %s/%s: %w", svc.name, i.id, err)
 			}
 		}
 	}
-	if err := s.waitFor(ctx, "answering DNS", func(ctx context.Context) error {
+	if err := s.WaitReady(ctx, "answering DNS", func(ctx context.Context) error {
 		_, err := ask(ctx, dnsAddr, probe, true)
 		return err
 	}); err != nil {
-		s.stop()
+		s.Stop()
 		return nil, err
 	}
 	return s, nil

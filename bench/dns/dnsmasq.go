@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strings"
 
+	"github.com/discotech/disco/bench/internal/peer"
 	"github.com/discotech/disco/bench/internal/sysstat"
 )
 
@@ -54,44 +52,15 @@ local-ttl=5
 edns-packet-max=4096
 `
 
-func findDnsmasq(given string) (string, error) {
-	if given != "" {
-		if _, err := os.Stat(given); err != nil {
-			return "", fmt.Errorf("-dnsmasq %s: %w", given, err)
-		}
-		return given, nil
-	}
-	for _, p := range []string{"dnsmasq", "/usr/sbin/dnsmasq", "/sbin/dnsmasq"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path, nil
-		}
-	}
-	return "", errors.New("dnsmasq not found on PATH or in /usr/sbin; install it (Debian: apt-get install dnsmasq-base) or pass -dnsmasq PATH")
-}
-
-func dnsmasqVersion(bin string) string {
-	b, err := exec.Command(bin, "--version").Output()
-	if err != nil {
-		return "dnsmasq (version unknown)"
-	}
-	// "Dnsmasq version 2.90  Copyright (c) ..."
-	first, _, _ := strings.Cut(string(b), "\n")
-	if _, v, ok := strings.Cut(first, "version "); ok {
-		return "dnsmasq " + strings.Fields(v)[0]
-	}
-	return strings.TrimSpace(first)
-}
-
 // startDnsmasq writes the configuration and the records, starts dnsmasq on
 // a free loopback port and waits until it answers the first query.
-func startDnsmasq(ctx context.Context, bin string, services []service, probe query) (*server, error) {
-	dir, err := os.MkdirTemp("", "disco-bench-dnsmasq-")
+func startDnsmasq(ctx context.Context, bin, tmp string, services []service, probe query) (*server, error) {
+	dir, err := os.MkdirTemp(tmp, "dnsmasq-")
 	if err != nil {
 		return nil, err
 	}
 	addr, err := sysstat.FreeAddr()
 	if err != nil {
-		os.RemoveAll(dir)
 		return nil, err
 	}
 	conf := dnsmasqConfig + "port=" + portOf(addr) + "\n"
@@ -104,19 +73,18 @@ func startDnsmasq(ctx context.Context, bin string, services []service, probe que
 	conf += strings.Join(dnsmasqRecords(services), "\n") + "\n"
 	confPath := filepath.Join(dir, "dnsmasq.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-		os.RemoveAll(dir)
 		return nil, err
 	}
-	s, err := startServer("dnsmasq", addr, dir, bin, "-C", confPath)
+	p, err := peer.Start("dnsmasq", dir, bin, "-C", confPath)
 	if err != nil {
-		os.RemoveAll(dir)
 		return nil, err
 	}
-	if err := s.waitFor(ctx, "answering DNS", func(ctx context.Context) error {
+	s := &server{Process: p, dns: addr}
+	if err := s.WaitReady(ctx, "answering DNS", func(ctx context.Context) error {
 		_, err := ask(ctx, addr, probe, true)
 		return err
 	}); err != nil {
-		s.stop()
+		s.Stop()
 		return nil, err
 	}
 	return s, nil

@@ -4,15 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/discotech/disco/bench/internal/peer"
 	"github.com/discotech/disco/bench/internal/sysstat"
 )
 
@@ -67,7 +66,7 @@ func runDnsperf(parent context.Context, bin string, s *server, a dnsperfArgs) (p
 	cmd := exec.CommandContext(ctx, bin, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = peer.SysProcAttr()
 	drops := udpDrops(s.dnsPort())
 	cpu := startCPU(s)
 	err := cmd.Run()
@@ -93,8 +92,8 @@ func runDnsperf(parent context.Context, bin string, s *server, a dnsperfArgs) (p
 	}
 	r.cpu, r.own = split, own
 	r.serverDrops = udpDrops(s.dnsPort()) - drops
-	if exited, err := s.exited(); exited {
-		return perfResult{}, fmt.Errorf("%s exited during the run (%v); its log ends with:\n%s", s.name, err, s.logTail())
+	if err := s.Err(); err != nil {
+		return perfResult{}, fmt.Errorf("during the run: %w", err)
 	}
 	return r, nil
 }
@@ -173,18 +172,4 @@ func parseDnsperf(out string) (perfResult, error) {
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-func findDnsperf(given string) (string, error) {
-	if given != "" {
-		if _, err := os.Stat(given); err != nil {
-			return "", fmt.Errorf("-dnsperf %s: %w", given, err)
-		}
-		return given, nil
-	}
-	path, err := exec.LookPath("dnsperf")
-	if err != nil {
-		return "", errors.New("dnsperf not found on PATH; install it (Debian: apt-get install dnsperf) or pass -dnsperf PATH")
-	}
-	return path, nil
 }

@@ -21,12 +21,14 @@ import (
 	"math"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/discotech/disco/bench/internal/cli"
+	"github.com/discotech/disco/bench/internal/figure"
+	"github.com/discotech/disco/bench/internal/peer"
 )
 
 // config is the benchmark's flags.
@@ -106,21 +108,9 @@ func main() {
 	flag.StringVar(&cfg.dnsperfBin, "dnsperf", "", "dnsperf binary to run (default: dnsperf on PATH)")
 	flag.Parse()
 	if err := cfg.validate(); err != nil {
-		fmt.Fprintln(os.Stderr, "bench/dns:", err)
-		os.Exit(2)
+		cli.Usage("bench/dns", err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, cfg, os.Stdout)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench/dns:", err)
-		os.Exit(1)
-	}
-}
-
-// progress prints what is happening, since a run takes minutes.
-func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	cli.Main("bench/dns", func(ctx context.Context) error { return run(ctx, cfg, os.Stdout) })
 }
 
 // mixResult is one mix's two tables.
@@ -143,7 +133,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 	defer os.RemoveAll(tmp)
 
-	perfBin, err := findDnsperf(cfg.dnsperfBin)
+	perfBin, err := peer.Find(cfg.dnsperfBin, "dnsperf", "dnsperf")
 	if err != nil {
 		return err
 	}
@@ -159,8 +149,8 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		discoBin = cfg.discoBin
 		if discoBin == "" {
 			discoBin = filepath.Join(tmp, "disco")
-			progress("building disco")
-			if err := buildDisco(ctx, discoBin); err != nil {
+			cli.Progress("building disco")
+			if err := peer.BuildDisco(ctx, discoBin); err != nil {
 				return err
 			}
 			e.built = true
@@ -177,7 +167,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	stopAll := func() {
 		for _, s := range []*server{disco, masq} {
 			if s != nil {
-				s.stop()
+				s.Stop()
 			}
 		}
 		disco, masq = nil, nil
@@ -185,29 +175,29 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	defer stopAll()
 
 	if cfg.runs("dnsmasq") {
-		bin, err := findDnsmasq(cfg.dnsmasqBin)
+		bin, err := peer.Find(cfg.dnsmasqBin, "dnsmasq", "dnsmasq-base")
 		if err != nil {
 			return err
 		}
-		e.dnsmasq = dnsmasqVersion(bin)
-		progress("dnsmasq: starting %s with %d services, %d instances", e.dnsmasq, len(services), instanceCount(services))
-		if masq, err = startDnsmasq(ctx, bin, services, probe); err != nil {
+		e.dnsmasq = peer.Version("dnsmasq", bin, "--version")
+		cli.Progress("dnsmasq: starting %s with %d services, %d instances", e.dnsmasq, len(services), instanceCount(services))
+		if masq, err = startDnsmasq(ctx, bin, tmp, services, probe); err != nil {
 			return fmt.Errorf("dnsmasq: %w", err)
 		}
-		progress("dnsmasq: pid %d, DNS on %s", masq.pid(), masq.dns)
+		cli.Progress("dnsmasq: pid %d, DNS on %s", masq.Pid(), masq.dns)
 	}
 	if discoBin != "" {
-		progress("discotech: starting, registering %d instances of %d services", instanceCount(services), len(services))
-		if disco, err = startDiscotech(ctx, discoBin, services, probe); err != nil {
+		cli.Progress("discotech: starting, registering %d instances of %d services", instanceCount(services), len(services))
+		if disco, err = startDiscotech(ctx, discoBin, tmp, services, probe); err != nil {
 			return fmt.Errorf("discotech: %w", err)
 		}
-		progress("discotech: pid %d, DNS on %s", disco.pid(), disco.dns)
+		cli.Progress("discotech: pid %d, DNS on %s", disco.Pid(), disco.dns)
 	}
 
 	var answers bytes.Buffer
 	var notes []string
 	if disco != nil && masq != nil {
-		progress("checking that both serve the same records")
+		cli.Progress("checking that both serve the same records")
 		notes, err = equivalence(ctx, &answers, disco, masq, ms, cfg.edns)
 		if err != nil {
 			e.print(out)
@@ -238,7 +228,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	var serversCPU float64
 	for _, s := range []*server{disco, masq} {
 		if s != nil {
-			serversCPU += s.cpuSeconds()
+			serversCPU += s.CPUSeconds()
 		}
 	}
 	e.other = mark.since(serversCPU, dnsperfCPU).other
@@ -325,24 +315,24 @@ func benchMix(ctx context.Context, cfg config, perfBin, tmp string, m mix, disco
 	}
 	if cfg.warmup > 0 {
 		for _, s := range servers {
-			progress("%s: %s warm-up, %s", s.name, m.name, cfg.warmup)
+			cli.Progress("%s: %s warm-up, %s", s.Name(), m.name, cfg.warmup)
 			w := args
 			w.duration = cfg.warmup
 			r, err := runDnsperf(ctx, perfBin, s, w)
 			if err != nil {
-				return nil, fmt.Errorf("%s: warm-up: %w", s.name, err)
+				return nil, fmt.Errorf("%s: warm-up: %w", s.Name(), err)
 			}
 			dnsperfCPU += r.own
 		}
 	}
 	peaks := map[*server]float64{}
 	for _, s := range servers {
-		progress("%s: %s peak, %s", s.name, m.name, cfg.duration)
+		cli.Progress("%s: %s peak, %s", s.Name(), m.name, cfg.duration)
 		p := args
 		p.duration = cfg.duration
 		r, err := runDnsperf(ctx, perfBin, s, p)
 		if err != nil {
-			return nil, fmt.Errorf("%s: peak: %w", s.name, err)
+			return nil, fmt.Errorf("%s: peak: %w", s.Name(), err)
 		}
 		dnsperfCPU += r.own
 		peaks[s] = r.qps
@@ -350,7 +340,7 @@ func benchMix(ctx context.Context, cfg config, perfBin, tmp string, m mix, disco
 		if r.failed() > 0 {
 			notes = append(notes, fmt.Sprintf("answers by response code: %v", r.rcodes))
 		}
-		row := res.peak.add(s.name, "peak", map[string]float64{
+		row := res.peak.add(s.Name(), "peak", map[string]float64{
 			"qps": r.qps, "per_cpu": r.completed / r.cpu.server, "avg": r.avgLat * 1e9, "max": r.maxLat * 1e9,
 			"lost": r.lost, "drops": float64(r.serverDrops), "errors": r.failed(), "resp": r.respSize,
 			"server_cpu": r.cpu.server, "bench_cpu": r.cpu.bench, "other_cpu": r.cpu.other,
@@ -360,7 +350,7 @@ func benchMix(ctx context.Context, cfg config, perfBin, tmp string, m mix, disco
 		} else {
 			res.masqPeak = row
 		}
-		progress("%s: %s/s, %s lost", s.name, thousands(r.qps), thousands(r.lost))
+		cli.Progress("%s: %s/s, %s lost", s.Name(), figure.Thousands(r.qps), figure.Thousands(r.lost))
 	}
 	if res.discoPeak != nil && res.masqPeak != nil {
 		res.peak.pairs = append(res.peak.pairs, [2]*row{res.discoPeak, res.masqPeak})
@@ -397,18 +387,18 @@ func benchMix(ctx context.Context, cfg config, perfBin, tmp string, m mix, disco
 		},
 	}
 	fixedRun := func(s *server, rate float64, name string) (*row, error) {
-		progress("%s: %s at %s/s, %s", s.name, m.name, thousands(rate), cfg.latDuration)
+		cli.Progress("%s: %s at %s/s, %s", s.Name(), m.name, figure.Thousands(rate), cfg.latDuration)
 		r, err := paced(ctx, s, m, cfg.edns, rate, cfg.latDuration, cfg.timeout, cfg.sockets)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %s at %s/s: %w", s.name, m.name, thousands(rate), err)
+			return nil, fmt.Errorf("%s: %s at %s/s: %w", s.Name(), m.name, figure.Thousands(rate), err)
 		}
 		l := summarize(r.lat)
 		lag := summarize(r.lag)
 		notes := []string{fmt.Sprintf("%s sent, %s answered; send lag against the schedule p99 %s, max %s",
-			thousands(float64(r.sent)), thousands(float64(r.answered)), fmtNanos(lag.p99), fmtNanos(lag.max)), busyNote(r.cpu)}
+			figure.Thousands(float64(r.sent)), figure.Thousands(float64(r.answered)), fmtNanos(lag.p99), fmtNanos(lag.max)), busyNote(r.cpu)}
 		if r.skipped > 0 {
 			notes = append(notes, fmt.Sprintf("%s queries (%.2f%%) not sent: the client was kept off the CPU for over %s, and skips what it owes rather than send it in one burst",
-				thousands(float64(r.skipped)), 100*float64(r.skipped)/float64(r.skipped+r.sent), maxLag))
+				figure.Thousands(float64(r.skipped)), 100*float64(r.skipped)/float64(r.skipped+r.sent), maxLag))
 		}
 		if r.clientDrops > 0 {
 			notes = append(notes, fmt.Sprintf("%d answers dropped at the client's sockets (receive buffer full): counted lost", r.clientDrops))
@@ -428,15 +418,15 @@ func benchMix(ctx context.Context, cfg config, perfBin, tmp string, m mix, disco
 		if r.sendErrs > 0 || r.firstErr != nil {
 			notes = append(notes, fmt.Sprintf("%d sends failed; first error: %v", r.sendErrs, r.firstErr))
 		}
-		progress("%s: p50 %s, p99 %s, p99.9 %s, %d lost", s.name, fmtNanos(l.p50), fmtNanos(l.p99), fmtNanos(l.p999), r.lost)
-		return res.fixed.add(s.name, name, map[string]float64{
+		cli.Progress("%s: p50 %s, p99 %s, p99.9 %s, %d lost", s.Name(), fmtNanos(l.p50), fmtNanos(l.p99), fmtNanos(l.p999), r.lost)
+		return res.fixed.add(s.Name(), name, map[string]float64{
 			"rate": rate, "qps": r.qps(), "p50": l.p50, "p99": l.p99, "p999": l.p999, "max": l.max, "mean": l.mean,
 			"lost": float64(r.lost), "drops": float64(r.serverDrops), "errors": float64(r.failed), "per_cpu": float64(r.answered) / r.cpu.server,
 			"server_cpu": r.cpu.server, "bench_cpu": r.cpu.bench, "other_cpu": r.cpu.other,
 		}, notes...), nil
 	}
 	for _, s := range servers {
-		row, err := fixedRun(s, res.rate, "at "+thousands(res.rate)+"/s")
+		row, err := fixedRun(s, res.rate, "at "+figure.Thousands(res.rate)+"/s")
 		if err != nil {
 			return nil, err
 		}
@@ -453,7 +443,7 @@ func benchMix(ctx context.Context, cfg config, perfBin, tmp string, m mix, disco
 		res.discoOwn, res.ownRate = res.discoAt, res.rate
 		// Half its own peak, when that is not the rate just measured.
 		if own := math.Round(peaks[disco] / 2); math.Abs(own-res.rate) > 0.02*res.rate {
-			row, err := fixedRun(disco, own, "at "+thousands(own)+"/s, half its own peak")
+			row, err := fixedRun(disco, own, "at "+figure.Thousands(own)+"/s, half its own peak")
 			if err != nil {
 				return nil, err
 			}
@@ -476,11 +466,11 @@ func busyNote(c cpuSplit) string {
 func rateOrigin(cfg config, rate float64, servers int) string {
 	switch {
 	case cfg.rate > 0:
-		return fmt.Sprintf("%s/s, set with -rate", thousands(rate))
+		return fmt.Sprintf("%s/s, set with -rate", figure.Thousands(rate))
 	case servers > 1:
-		return fmt.Sprintf("%s/s, half the lower of the two peaks", thousands(rate))
+		return fmt.Sprintf("%s/s, half the lower of the two peaks", figure.Thousands(rate))
 	}
-	return fmt.Sprintf("%s/s, half the peak", thousands(rate))
+	return fmt.Sprintf("%s/s, half the peak", figure.Thousands(rate))
 }
 
 // env describes the run for the summary.
@@ -570,13 +560,13 @@ func summary(w io.Writer, cfg config, e env, results []*mixResult) {
 			{r.m.name + " queries/s at peak", "≥ dnsmasq", r.peak, "qps", r.discoPeak, r.masqPeak, +1},
 			{r.m.name + " queries per server CPU-second at peak", "", r.peak, "per_cpu", r.discoPeak, r.masqPeak, +1},
 			{r.m.name + " average latency at peak (dnsperf)", "", r.peak, "avg", r.discoPeak, r.masqPeak, -1},
-			{fmt.Sprintf("%s p50 at %s/s%s", r.m.name, thousands(r.rate), both), "", r.fixed, "p50", r.discoAt, r.masqAt, -1},
-			{fmt.Sprintf("%s p99 at %s/s%s", r.m.name, thousands(r.rate), both), "", r.fixed, "p99", r.discoAt, r.masqAt, -1},
-			{fmt.Sprintf("%s p99.9 at %s/s%s", r.m.name, thousands(r.rate), both), "", r.fixed, "p999", r.discoAt, r.masqAt, -1},
-			{fmt.Sprintf("%s queries per server CPU-second at %s/s%s", r.m.name, thousands(r.rate), both), "", r.fixed, "per_cpu", r.discoAt, r.masqAt, +1},
+			{fmt.Sprintf("%s p50 at %s/s%s", r.m.name, figure.Thousands(r.rate), both), "", r.fixed, "p50", r.discoAt, r.masqAt, -1},
+			{fmt.Sprintf("%s p99 at %s/s%s", r.m.name, figure.Thousands(r.rate), both), "", r.fixed, "p99", r.discoAt, r.masqAt, -1},
+			{fmt.Sprintf("%s p99.9 at %s/s%s", r.m.name, figure.Thousands(r.rate), both), "", r.fixed, "p999", r.discoAt, r.masqAt, -1},
+			{fmt.Sprintf("%s queries per server CPU-second at %s/s%s", r.m.name, figure.Thousands(r.rate), both), "", r.fixed, "per_cpu", r.discoAt, r.masqAt, +1},
 		}
 		if r.discoOwn != nil {
-			rows = append(rows, headline{fmt.Sprintf("%s p99, Discotech at half its own peak (%s/s)", r.m.name, thousands(r.ownRate)),
+			rows = append(rows, headline{fmt.Sprintf("%s p99, Discotech at half its own peak (%s/s)", r.m.name, figure.Thousands(r.ownRate)),
 				"< 1 ms", r.fixed, "p99", r.discoOwn, nil, -1})
 		}
 		for _, h := range rows {

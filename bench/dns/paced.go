@@ -143,8 +143,8 @@ func paced(ctx context.Context, s *server, m mix, edns bool, rate float64, d, ti
 	// Lost: never answered, answered late, or sent on an ID still
 	// outstanding (never answered in time either).
 	c.r.lost = c.r.sent - c.r.answered
-	if exited, err := s.exited(); exited {
-		return c.r, fmt.Errorf("%s exited during the run (%v); its log ends with:\n%s", s.name, err, s.logTail())
+	if err := s.Err(); err != nil {
+		return c.r, fmt.Errorf("during the run: %w", err)
 	}
 	return c.r, nil
 }

@@ -4,10 +4,11 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/discotech/disco/bench/internal/figure"
 )
 
 // kind says how a figure is printed.
@@ -144,7 +145,7 @@ func format(k kind, v float64, ok bool) string {
 	}
 	switch k {
 	case kRate:
-		return thousands(v) + "/s"
+		return figure.Thousands(v) + "/s"
 	case kNanos:
 		return fmtNanos(v)
 	case kBytes:
@@ -152,7 +153,7 @@ func format(k kind, v float64, ok bool) string {
 	case kSecs:
 		return fmt.Sprintf("%.1fs", v)
 	}
-	return thousands(v)
+	return figure.Thousands(v)
 }
 
 func fmtNanos(ns float64) string {
@@ -164,20 +165,4 @@ func fmtNanos(ns float64) string {
 		return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
 	}
 	return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond))
-}
-
-// thousands formats v rounded, with thousands separators: 12,345.
-func thousands(v float64) string {
-	s := strconv.FormatInt(int64(math.Round(math.Abs(v))), 10)
-	var b strings.Builder
-	if v < 0 && math.Round(v) != 0 {
-		b.WriteByte('-')
-	}
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
 }

@@ -340,16 +340,16 @@ func checkAlone(ctx context.Context, s *server, ms []mix, edns bool) (notes []st
 		for _, q := range m.queries {
 			msg, err := exchange(ctx, s.dns, q, edns)
 			if err != nil {
-				return nil, fmt.Errorf("%s: %w", s.name, err)
+				return nil, fmt.Errorf("%s: %w", s.Name(), err)
 			}
 			if msg.rcode != 0 {
-				return nil, fmt.Errorf("%s: %s: %s", s.name, q, rcodeName(msg.rcode))
+				return nil, fmt.Errorf("%s: %s: %s", s.Name(), q, rcodeName(msg.rcode))
 			}
 			if got, want := canonicals(msg.answer), sorted(q.wantAnswer); !slices.Equal(got, want) {
-				notes = append(notes, fmt.Sprintf("%s: %s: answer section has %d of the data set's %d records (%s)", s.name, q, len(intersect(got, want)), len(want), shape(msg)))
+				notes = append(notes, fmt.Sprintf("%s: %s: answer section has %d of the data set's %d records (%s)", s.Name(), q, len(intersect(got, want)), len(want), shape(msg)))
 			}
 			if got, want := canonicals(msg.additional), sorted(q.wantAdditional); !slices.Equal(got, want) {
-				notes = append(notes, fmt.Sprintf("%s: %s: additional section has %d of the data set's %d records (%s)", s.name, q, len(intersect(got, want)), len(want), shape(msg)))
+				notes = append(notes, fmt.Sprintf("%s: %s: additional section has %d of the data set's %d records (%s)", s.Name(), q, len(intersect(got, want)), len(want), shape(msg)))
 			}
 		}
 	}

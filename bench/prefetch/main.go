@@ -30,7 +30,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -39,6 +38,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/discotech/disco/bench/internal/cli"
 	"github.com/discotech/disco/magicip"
 	"github.com/discotech/disco/shmtable"
 )
@@ -93,17 +93,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench/prefetch: -n, -rate and -ping must be positive")
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, cfg, os.Stdout)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench/prefetch:", err)
-		os.Exit(1)
-	}
-}
-
-func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	cli.Main("bench/prefetch", func(ctx context.Context) error { return run(ctx, cfg, os.Stdout) })
 }
 
 // result is one run's figures.
@@ -132,7 +122,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		if err != nil {
 			return err
 		}
-		progress("building libdisco.so")
+		cli.Progress("building libdisco.so")
 		bin := filepath.Join(tmp, "shim")
 		cmd := exec.CommandContext(ctx, "make", "-s", "-C", root, "shim", "BIN="+bin)
 		cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
@@ -145,7 +135,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if lib, err = filepath.Abs(lib); err != nil {
 		return err
 	}
-	progress("building the client")
+	cli.Progress("building the client")
 	client := filepath.Join(tmp, "paced")
 	if err := os.WriteFile(client+".c", pacedSource, 0o644); err != nil {
 		return err
@@ -155,7 +145,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 
 	removeStale()
-	progress("emulated link: round trip %s", cfg.rtt)
+	cli.Progress("emulated link: round trip %s", cfg.rtt)
 	l, err := newLink(cfg.rtt)
 	if err != nil {
 		return fmt.Errorf("emulated link: %w", err)
@@ -169,13 +159,13 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	defer ln.Close()
 	be := &backend{ln: ln}
 	go be.serve()
-	progress("backend on %s in namespace %s (devices %s, %s)", backendAddr, l.ns, l.hostTUN, l.nsTUN)
+	cli.Progress("backend on %s in namespace %s (devices %s, %s)", backendAddr, l.ns, l.hostTUN, l.nsTUN)
 
 	measured, err := ping(ctx, backendAddr.String(), cfg.pingRuns)
 	if err != nil {
 		return fmt.Errorf("measuring the round trip: %w", err)
 	}
-	progress("plain TCP connect from the host: %s median", measured.Round(10*time.Microsecond))
+	cli.Progress("plain TCP connect from the host: %s median", measured.Round(10*time.Microsecond))
 
 	alloc, err := magicip.Allocate(shimRange, []string{service})
 	if err != nil {
@@ -212,13 +202,13 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		progress("%s: %d requests at %g/s to %s:%d", r.label, cfg.n, cfg.rate, r.host, cfg.port)
+		cli.Progress("%s: %d requests at %g/s to %s:%d", r.label, cfg.n, cfg.rate, r.host, cfg.port)
 		res, err := runClient(ctx, cfg, be, client, r.host, r.env)
 		if err != nil {
 			return fmt.Errorf("%s: %w", r.label, err)
 		}
 		res.label = r.label
-		progress("%s: done in %s (%.1f requests/s)", r.label, res.wall.Round(time.Millisecond), float64(cfg.n)/res.wall.Seconds())
+		cli.Progress("%s: done in %s (%.1f requests/s)", r.label, res.wall.Round(time.Millisecond), float64(cfg.n)/res.wall.Seconds())
 		res.env = strings.Join(envShown(r.env), " ")
 		results = append(results, res)
 	}

@@ -16,6 +16,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/discotech/disco/bench/internal/cli"
 )
 
 // The emulated link: the host's end and the namespace's end of a /30.
@@ -53,7 +55,7 @@ func removeStale() {
 			continue // its benchmark still runs
 		}
 		if ipCmd("netns", "delete", name) == nil {
-			progress("removed stale namespace %s", name)
+			cli.Progress("removed stale namespace %s", name)
 		}
 	}
 }

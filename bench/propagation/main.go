@@ -26,16 +26,16 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	// The sources the agent does not import itself yet.
+	"github.com/discotech/disco/bench/internal/cli"
+	"github.com/discotech/disco/bench/internal/peer"
 	_ "github.com/discotech/disco/source/dnssrv"
 	_ "github.com/discotech/disco/source/etcd"
 	_ "github.com/discotech/disco/source/zookeeper"
@@ -88,18 +88,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench/propagation: -changes must be at least 1, and -spacing and -dns-spacing positive")
 		os.Exit(2)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, cfg, os.Stdout)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench/propagation:", err)
-		os.Exit(1)
-	}
-}
-
-// progress prints what is happening.
-func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	cli.Main("bench/propagation", func(ctx context.Context) error { return run(ctx, cfg, os.Stdout) })
 }
 
 // versions are the peers' versions, as each start learns them.
@@ -128,7 +117,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			return err
 		}
 		p := percentiles(slices.Clone(r.lat["all"]), 50, 99)
-		progress("%s: p50 %s, p99 %s, %d missed, in %s", l.name, fmtDur(p[0]), fmtDur(p[1]), r.missed["all"], r.elapsed.Round(100*time.Millisecond))
+		cli.Progress("%s: p50 %s, p99 %s, %d missed, in %s", l.name, fmtDur(p[0]), fmtDur(p[1]), r.missed["all"], r.elapsed.Round(100*time.Millisecond))
 		results = append(results, r)
 	}
 	e.wall = time.Since(began)
@@ -156,12 +145,9 @@ func plan(ctx context.Context, cfg config, tmp string) ([]*line, []string, error
 		bin := cfg.discoBin
 		if bin == "" {
 			bin = filepath.Join(tmp, "disco")
-			progress("building ./cmd/disco")
-			cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/disco")
-			cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
-			cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-			if err := cmd.Run(); err != nil {
-				return nil, nil, fmt.Errorf("go build ./cmd/disco (run from the repository root, or pass -disco): %w", err)
+			cli.Progress("building ./cmd/disco")
+			if err := peer.BuildDisco(ctx, bin); err != nil {
+				return nil, nil, err
 			}
 		}
 		versions.Store("disco", discoVersion(cfg.discoBin))
@@ -174,12 +160,11 @@ func plan(ctx context.Context, cfg config, tmp string) ([]*line, []string, error
 		lines = append(lines, l)
 	}
 	if cfg.runs("etcd") {
-		bin, err := findBin(cfg.etcdBin, "etcd")
+		bin, err := peer.Find(cfg.etcdBin, "etcd", "etcd-server")
 		if err != nil {
-			skipped = append(skipped, "etcd: "+err.Error()+" (Debian: apt-get install etcd-server)")
+			skipped = append(skipped, "etcd: "+err.Error())
 		} else {
-			v := firstLine(bin, "--version") // "etcd Version: 3.4.23"
-			versions.Store("etcd", "etcd "+strings.TrimPrefix(v, "etcd Version: "))
+			versions.Store("etcd", peer.Version("etcd", bin, "--version"))
 			lines = append(lines, push("etcd", startEtcd(bin)))
 		}
 	}
@@ -194,7 +179,7 @@ func plan(ctx context.Context, cfg config, tmp string) ([]*line, []string, error
 			lines = append(lines, push("zookeeper", startZooKeeper(java, cfg.zkJar)))
 			if v := zkPackageVersion(); v != "" {
 				// java -version: openjdk version "17.0.15" 2025-04-15
-				if f := strings.Fields(firstLine(java, "-version")); len(f) >= 3 {
+				if f := strings.Fields(peer.FirstLine(java, "-version")); len(f) >= 3 {
 					v += " on " + f[0] + " " + strings.Trim(f[2], `"`)
 				}
 				versions.Store("zookeeper", v)
@@ -202,11 +187,11 @@ func plan(ctx context.Context, cfg config, tmp string) ([]*line, []string, error
 		}
 	}
 	if cfg.runs("dns-srv") {
-		bin, err := findBin(cfg.dnsmasqBin, "dnsmasq", "/usr/sbin/dnsmasq")
+		bin, err := peer.Find(cfg.dnsmasqBin, "dnsmasq", "dnsmasq-base")
 		if err != nil {
-			skipped = append(skipped, "dns-srv: "+err.Error()+" (Debian: apt-get install dnsmasq-base)")
+			skipped = append(skipped, "dns-srv: "+err.Error())
 		} else {
-			versions.Store("dnsmasq", dnsmasqVersion(bin))
+			versions.Store("dnsmasq", peer.Version("dnsmasq", bin, "--version"))
 			// The source looks again when the TTL runs out, or after the
 			// refresh if that comes first: the poll is the target for p99.
 			dns := func(name string, ttl, refresh time.Duration, target string) *line {
@@ -226,25 +211,9 @@ func plan(ctx context.Context, cfg config, tmp string) ([]*line, []string, error
 		}
 	}
 	for _, s := range skipped {
-		progress("skipping %s", s)
+		cli.Progress("skipping %s", s)
 	}
 	return lines, skipped, nil
-}
-
-// findBin returns given when set, else the first of names found.
-func findBin(given string, names ...string) (string, error) {
-	if given != "" {
-		if _, err := os.Stat(given); err != nil {
-			return "", err
-		}
-		return given, nil
-	}
-	for _, n := range names {
-		if p, err := exec.LookPath(n); err == nil {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found", names[0])
 }
 
 // discoVersion names what disco binary ran: the working tree's commit when
@@ -253,7 +222,7 @@ func discoVersion(given string) string {
 	if given != "" {
 		return "disco " + given
 	}
-	commit := firstLine("git", "rev-parse", "--short", "HEAD")
+	commit := peer.FirstLine("git", "rev-parse", "--short", "HEAD")
 	if commit == "" {
 		return "disco (working tree)"
 	}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/discotech/disco/agent"
+	"github.com/discotech/disco/bench/internal/cli"
 	"github.com/discotech/disco/bench/internal/sysstat"
 	"github.com/discotech/disco/catalog"
 	"github.com/discotech/disco/guard"
@@ -58,7 +59,8 @@ type system interface {
 	// apply makes c in the source of truth, and returns once it is made:
 	// acknowledged by the server, or the file renamed into place.
 	apply(ctx context.Context, c change) error
-	// close stops what the system started and removes its files.
+	// close stops what the system started. Its files go with the run's
+	// directory.
 	close()
 }
 
@@ -361,7 +363,7 @@ func measure(ctx context.Context, cfg config, l *line, tmp string) (*result, err
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	progress("%s: starting", l.name)
+	cli.Progress("%s: starting", l.name)
 	sys, err := l.start(ctx, dir)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", l.name, err)
@@ -438,7 +440,7 @@ func measure(ctx context.Context, cfg config, l *line, tmp string) (*result, err
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	progress("%s: the agent has the %d seed instances; %d changes, %s apart on average", l.name, seeds, cfg.changes, l.spacing)
+	cli.Progress("%s: the agent has the %d seed instances; %d changes, %s apart on average", l.name, seeds, cfg.changes, l.spacing)
 
 	res := &result{line: l}
 	srv, isServer := sys.(server)

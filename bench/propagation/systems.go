@@ -21,13 +21,15 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/discotech/disco/bench/internal/cli"
+	"github.com/discotech/disco/bench/internal/peer"
 	"github.com/discotech/disco/bench/internal/sysstat"
 )
 
 // ---- disco: the registry, changed through its HTTP API.
 
 type discoSys struct {
-	p    *peer
+	p    *peer.Process
 	base string // http://127.0.0.1:port
 	hc   *http.Client
 }
@@ -46,7 +48,7 @@ func startDisco(bin string) func(ctx context.Context, tmp string) (system, error
 		if err != nil {
 			return nil, err
 		}
-		p, err := startPeer("disco", dir, bin, "server",
+		p, err := peer.Start("disco", dir, bin, "server",
 			"--data-dir", filepath.Join(dir, "data"),
 			"--http", httpAddr, "--raft", raftAddr, "--raft-multiplier", "1",
 			"--dns", "", "--log-level", "warn")
@@ -54,11 +56,11 @@ func startDisco(bin string) func(ctx context.Context, tmp string) (system, error
 			return nil, err
 		}
 		d := &discoSys{p: p, base: "http://" + httpAddr, hc: &http.Client{Timeout: 10 * time.Second}}
-		if err := p.waitFor(ctx, "ready", httpReady(d.base+"/readyz", "")); err != nil {
-			p.stop()
+		if err := p.WaitReady(ctx, "ready", peer.HTTPReady(d.base+"/readyz", "")); err != nil {
+			p.Stop()
 			return nil, err
 		}
-		progress("disco: server pid %d on %s", p.pid(), d.base)
+		cli.Progress("disco: server pid %d on %s", p.Pid(), d.base)
 		return d, nil
 	}
 }
@@ -86,11 +88,11 @@ func (d *discoSys) apply(ctx context.Context, c change) error {
 	return nil
 }
 
-func (d *discoSys) peerCPU() float64 { return d.p.cpuSeconds() }
+func (d *discoSys) peerCPU() float64 { return d.p.CPUSeconds() }
 
 func (d *discoSys) close() {
 	d.hc.CloseIdleConnections()
-	d.p.stop()
+	d.p.Stop()
 }
 
 // ---- file: a YAML file, replaced whole (temporary file, then rename).
@@ -134,7 +136,7 @@ func (f *fileSys) close() {}
 // ---- etcd: keys <prefix>/bench/<id> in Discotech's own layout.
 
 type etcdSys struct {
-	p   *peer
+	p   *peer.Process
 	url string
 	cli *clientv3.Client
 }
@@ -156,7 +158,7 @@ func startEtcd(bin string) func(ctx context.Context, tmp string) (system, error)
 			return nil, err
 		}
 		clientURL, peerURL := "http://"+clientAddr, "http://"+peerAddr
-		p, err := startPeer("etcd", dir, bin,
+		p, err := peer.Start("etcd", dir, bin,
 			"--name", "default",
 			"--data-dir", filepath.Join(dir, "data"),
 			"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
@@ -166,17 +168,17 @@ func startEtcd(bin string) func(ctx context.Context, tmp string) (system, error)
 		if err != nil {
 			return nil, err
 		}
-		if err := p.waitFor(ctx, "healthy", httpReady(clientURL+"/health", `"health":"true"`)); err != nil {
-			p.stop()
+		if err := p.WaitReady(ctx, "healthy", peer.HTTPReady(clientURL+"/health", `"health":"true"`)); err != nil {
+			p.Stop()
 			return nil, err
 		}
-		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{clientURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+		etcdCli, err := clientv3.New(clientv3.Config{Endpoints: []string{clientURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 		if err != nil {
-			p.stop()
+			p.Stop()
 			return nil, err
 		}
-		progress("etcd: server pid %d on %s", p.pid(), clientURL)
-		return &etcdSys{p: p, url: clientURL, cli: cli}, nil
+		cli.Progress("etcd: server pid %d on %s", p.Pid(), clientURL)
+		return &etcdSys{p: p, url: clientURL, cli: etcdCli}, nil
 	}
 }
 
@@ -195,18 +197,18 @@ func (e *etcdSys) apply(ctx context.Context, c change) error {
 	return err
 }
 
-func (e *etcdSys) peerCPU() float64 { return e.p.cpuSeconds() }
+func (e *etcdSys) peerCPU() float64 { return e.p.CPUSeconds() }
 
 func (e *etcdSys) close() {
 	e.cli.Close()
-	e.p.stop()
+	e.p.Stop()
 }
 
 // ---- zookeeper: znodes <base>/bench/<id> holding Curator's
 // ServiceInstance JSON, ephemeral as Curator makes a DYNAMIC instance.
 
 type zkSys struct {
-	p    *peer
+	p    *peer.Process
 	addr string
 	conn *zk.Conn
 }
@@ -227,10 +229,11 @@ func startZooKeeper(java, jar string) func(ctx context.Context, tmp string) (sys
 		if err != nil {
 			return nil, err
 		}
-		port, err := freePort()
+		addr, err := sysstat.FreeAddr()
 		if err != nil {
 			return nil, err
 		}
+		port := portOf(addr)
 		// Loopback only, no admin server (it would take port 8080 on every
 		// interface), and the four-letter word srvr.
 		cfg := fmt.Sprintf("tickTime=200\ndataDir=%s\nclientPort=%d\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=srvr\n",
@@ -239,16 +242,16 @@ func startZooKeeper(java, jar string) func(ctx context.Context, tmp string) (sys
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 			return nil, err
 		}
-		p, err := startPeer("zookeeper", dir, java,
+		p, err := peer.Start("zookeeper", dir, java,
 			"-Xmx256m", "-XX:+UseSerialGC", "-Dzookeeper.log.dir="+dir,
 			"-cp", jar, "org.apache.zookeeper.server.ZooKeeperServerMain", cfgPath)
 		if err != nil {
 			return nil, err
 		}
-		z := &zkSys{p: p, addr: fmt.Sprintf("127.0.0.1:%d", port)}
+		z := &zkSys{p: p, addr: addr}
 		// ruok answers imok before the server takes sessions; srvr tells
 		// when it serves requests.
-		err = p.waitFor(ctx, "serving requests", func(ctx context.Context) error {
+		err = p.WaitReady(ctx, "serving requests", func(ctx context.Context) error {
 			r, err := fourLetter(ctx, z.addr, "srvr")
 			if err == nil && !strings.HasPrefix(r, "Zookeeper version: ") {
 				err = fmt.Errorf("srvr: %q", r)
@@ -256,12 +259,12 @@ func startZooKeeper(java, jar string) func(ctx context.Context, tmp string) (sys
 			return err
 		})
 		if err != nil {
-			p.stop()
+			p.Stop()
 			return nil, err
 		}
 		conn, _, err := zk.Connect([]string{z.addr}, 10*time.Second, zk.WithLogger(nopLogger{}))
 		if err != nil {
-			p.stop()
+			p.Stop()
 			return nil, err
 		}
 		z.conn = conn
@@ -274,7 +277,7 @@ func startZooKeeper(java, jar string) func(ctx context.Context, tmp string) (sys
 		if _, ok := versions.Load("zookeeper"); !ok {
 			versions.Store("zookeeper", zkVersion(z.addr))
 		}
-		progress("zookeeper: server pid %d on %s", p.pid(), z.addr)
+		cli.Progress("zookeeper: server pid %d on %s", p.Pid(), z.addr)
 		return z, nil
 	}
 }
@@ -328,13 +331,13 @@ func (z *zkSys) apply(ctx context.Context, c change) error {
 	return err
 }
 
-func (z *zkSys) peerCPU() float64 { return z.p.cpuSeconds() }
+func (z *zkSys) peerCPU() float64 { return z.p.CPUSeconds() }
 
 func (z *zkSys) close() {
 	if z.conn != nil {
 		z.conn.Close()
 	}
-	z.p.stop()
+	z.p.Stop()
 }
 
 // ---- dns-srv: dnsmasq serving _bench._tcp.example.com SRV records with
@@ -360,7 +363,7 @@ const dnsPort = 8080
 const dnsTargets, dnsWindow = 10, 4
 
 type dnsSys struct {
-	p     *peer
+	p     *peer.Process
 	addr  string
 	dir   string // where files are written before they are renamed into hosts
 	hosts string // dnsmasq's hostsdir
@@ -378,10 +381,11 @@ func startDNS(bin string, ttl time.Duration) func(ctx context.Context, tmp strin
 		if err := os.Mkdir(hosts, 0o755); err != nil {
 			return nil, err
 		}
-		port, err := freePort()
+		addr, err := sysstat.FreeAddr()
 		if err != nil {
 			return nil, err
 		}
+		port := portOf(addr)
 		conf := []string{
 			"keep-in-foreground",
 			"log-facility=-",
@@ -412,16 +416,16 @@ func startDNS(bin string, ttl time.Duration) func(ctx context.Context, tmp strin
 		if err := os.WriteFile(confPath, []byte(strings.Join(conf, "\n")+"\n"), 0o644); err != nil {
 			return nil, err
 		}
-		p, err := startPeer("dnsmasq", dir, bin, "-C", confPath)
+		p, err := peer.Start("dnsmasq", dir, bin, "-C", confPath)
 		if err != nil {
 			return nil, err
 		}
-		d := &dnsSys{p: p, addr: fmt.Sprintf("127.0.0.1:%d", port), dir: dir, hosts: hosts}
+		d := &dnsSys{p: p, addr: addr, dir: dir, hosts: hosts}
 		d.res = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 			var dl net.Dialer
 			return dl.DialContext(ctx, network, d.addr)
 		}}
-		err = p.waitFor(ctx, "answering", func(ctx context.Context) error {
+		err = p.WaitReady(ctx, "answering", func(ctx context.Context) error {
 			_, srvs, err := d.res.LookupSRV(ctx, service, "tcp", "example.com.")
 			if err == nil && len(srvs) != dnsTargets {
 				err = fmt.Errorf("%d SRV records, want %d", len(srvs), dnsTargets)
@@ -429,10 +433,10 @@ func startDNS(bin string, ttl time.Duration) func(ctx context.Context, tmp strin
 			return err
 		})
 		if err != nil {
-			p.stop()
+			p.Stop()
 			return nil, err
 		}
-		progress("dnsmasq: pid %d on %s, TTL %s", p.pid(), d.addr, ttl)
+		cli.Progress("dnsmasq: pid %d on %s, TTL %s", p.Pid(), d.addr, ttl)
 		return d, nil
 	}
 }
@@ -483,18 +487,9 @@ func (d *dnsSys) served(ctx context.Context, c change) (time.Time, bool) {
 	return time.Time{}, false
 }
 
-func (d *dnsSys) peerCPU() float64 { return d.p.cpuSeconds() }
+func (d *dnsSys) peerCPU() float64 { return d.p.CPUSeconds() }
 
-func (d *dnsSys) close() { d.p.stop() }
-
-// dnsmasqVersion is "dnsmasq 2.90".
-func dnsmasqVersion(bin string) string {
-	first := firstLine(bin, "--version") // "Dnsmasq version 2.90  Copyright ..."
-	if _, v, ok := strings.Cut(first, "version "); ok {
-		return "dnsmasq " + strings.Fields(v)[0]
-	}
-	return ""
-}
+func (d *dnsSys) close() { d.p.Stop() }
 
 // zkPackageVersion reads the zookeeper package's version from dpkg, when
 // the server could not be asked.
@@ -519,4 +514,11 @@ func zkPackageVersion() string {
 		}
 	}
 	return ""
+}
+
+// portOf is the port of a host:port address.
+func portOf(addr string) int {
+	_, p, _ := net.SplitHostPort(addr)
+	n, _ := strconv.Atoi(p)
+	return n
 }

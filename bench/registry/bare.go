@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/discotech/disco/bench/internal/cli"
+	"github.com/discotech/disco/bench/internal/peer"
 	"github.com/discotech/disco/bench/internal/sysstat"
 )
 
@@ -63,14 +65,14 @@ func benchFloor(ctx context.Context, cfg config, res *results) error {
 	if err != nil {
 		return err
 	}
-	p, err := startPeer("bare-http", dir, self, "-bare-http-server", addr)
+	p, err := peer.Start("bare-http", dir, self, "-bare-http-server", addr)
 	if err != nil {
 		os.RemoveAll(dir)
 		return err
 	}
-	defer p.stop()
+	defer stopPeer(p)
 	base := "http://" + addr
-	if err := p.waitReady(ctx, base+"/readyz", func(status int, _ []byte) bool { return status == http.StatusOK }); err != nil {
+	if err := p.WaitReady(ctx, "ready", httpOK(base+"/readyz")); err != nil {
 		return err
 	}
 	hc := &http.Client{Transport: newTransport(cfg.watchers)}
@@ -83,7 +85,7 @@ func benchFloor(ctx context.Context, cfg config, res *results) error {
 	if err != nil {
 		return err
 	}
-	progress("net/http floor: opening %d idle streaming responses", cfg.watchers)
+	cli.Progress("net/http floor: opening %d idle streaming responses", cfg.watchers)
 	wctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer wg.Wait() // runs after cancel, below

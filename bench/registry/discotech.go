@@ -15,6 +15,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/discotech/disco/bench/internal/cli"
+	"github.com/discotech/disco/bench/internal/figure"
+	"github.com/discotech/disco/bench/internal/peer"
 	"github.com/discotech/disco/bench/internal/sysstat"
 	"github.com/discotech/disco/catalog"
 	"github.com/discotech/disco/client"
@@ -22,7 +25,7 @@ import (
 
 // discotech is a Discotech server under test and the clients that load it.
 type discotech struct {
-	p    *peer
+	p    *peer.Process
 	base string       // http://127.0.0.1:port
 	hc   *http.Client // keep-alive pool with a connection per worker
 	cl   *client.Client
@@ -53,7 +56,7 @@ func startDiscotech(ctx context.Context, bin string, workers int) (*discotech, e
 	if err != nil {
 		return nil, err
 	}
-	p, err := startPeer("discotech", dir, bin, "server",
+	p, err := peer.Start("discotech", dir, bin, "server",
 		"--data-dir", filepath.Join(dir, "data"),
 		"--http", httpAddr, "--raft", raftAddr, "--raft-multiplier", "1",
 		"--log-level", "warn")
@@ -66,7 +69,7 @@ func startDiscotech(ctx context.Context, bin string, workers int) (*discotech, e
 		d.close()
 		return nil, err
 	}
-	if err := p.waitReady(ctx, d.base+"/readyz", func(status int, _ []byte) bool { return status == http.StatusOK }); err != nil {
+	if err := p.WaitReady(ctx, "ready", httpOK(d.base+"/readyz")); err != nil {
 		d.close()
 		return nil, err
 	}
@@ -75,7 +78,7 @@ func startDiscotech(ctx context.Context, bin string, workers int) (*discotech, e
 
 func (d *discotech) close() {
 	d.hc.CloseIdleConnections()
-	d.p.stop()
+	stopPeer(d.p)
 }
 
 // metric reads one series from the server's /metrics.
@@ -106,14 +109,14 @@ func benchDiscotech(ctx context.Context, cfg config, bin string, res *results) e
 		return err
 	}
 	defer d.close()
-	progress("discotech: server pid %d on %s", d.p.pid(), d.base)
+	cli.Progress("discotech: server pid %d on %s", d.p.Pid(), d.base)
 
 	empty, err := d.memory(ctx)
 	if err != nil {
 		return err
 	}
-	progress("discotech: registering %d instances", cfg.instances)
-	reg := countLoop(ctx, cfg.workers, cfg.instances, d.p.cpuSeconds, func(ctx context.Context, _, i int) error {
+	cli.Progress("discotech: registering %d instances", cfg.instances)
+	reg := countLoop(ctx, cfg.workers, cfg.instances, d.p.CPUSeconds, func(ctx context.Context, _, i int) error {
 		service, id := instanceName(i, cfg.services)
 		_, err := d.cl.Register(ctx, service, id, registration(i, cfg.ttl))
 		return err
@@ -227,8 +230,8 @@ func (d *discotech) heartbeatRun(ctx context.Context, cfg config, res *results, 
 	if err != nil {
 		return err
 	}
-	progress("discotech: %s for %s", name, cfg.duration)
-	hb := timedLoop(ctx, cfg.workers, cfg.duration, d.p.cpuSeconds, op)
+	cli.Progress("discotech: %s for %s", name, cfg.duration)
+	hb := timedLoop(ctx, cfg.workers, cfg.duration, d.p.CPUSeconds, op)
 	after, err := scrape(ctx, d.base+"/metrics")
 	if err != nil {
 		return err
@@ -239,7 +242,7 @@ func (d *discotech) heartbeatRun(ctx context.Context, cfg config, res *results, 
 	vals["raft"] = after[lastIndex] - before[lastIndex]
 	note := fmt.Sprintf("raft last index %d → %d; server counted %s renewals and %s revivals (of expired leases: each costs a status write) for %s heartbeats answered",
 		int64(before[lastIndex]), int64(after[lastIndex]),
-		thousands(after[renewed]-before[renewed]), thousands(after[revived]-before[revived]), thousands(float64(len(hb.lat)*perOp)))
+		figure.Thousands(after[renewed]-before[renewed]), figure.Thousands(after[revived]-before[revived]), figure.Thousands(float64(len(hb.lat)*perOp)))
 	if perOp > 1 {
 		note += fmt.Sprintf("; latencies are per request of %d", perOp)
 	}
@@ -270,7 +273,7 @@ func (d *discotech) watchers(ctx context.Context, cfg config, name, gauge string
 	if err != nil {
 		return err
 	}
-	progress("discotech: opening %d watchers (%s)", cfg.watchers, name)
+	cli.Progress("discotech: opening %d watchers (%s)", cfg.watchers, name)
 	hc := &http.Client{Transport: newTransport(cfg.watchers)}
 	defer hc.CloseIdleConnections()
 	wctx, cancel := context.WithCancel(ctx)
@@ -322,8 +325,8 @@ func (d *discotech) watchers(ctx context.Context, cfg config, name, gauge string
 	}
 	per := after.sub(before).per(cfg.watchers)
 	res.watchMem.add("discotech", name, memVals(per), per.noise())
-	progress("discotech: %d writes, %s apart", cfg.writes, cfg.spacing)
-	cpu, err := runFanout(ctx, cfg, f, d.p.cpuSeconds, d.fanoutWrite)
+	cli.Progress("discotech: %d writes, %s apart", cfg.writes, cfg.spacing)
+	cpu, err := runFanout(ctx, cfg, f, d.p.CPUSeconds, d.fanoutWrite)
 	stop()
 	if err != nil {
 		return err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
+	"github.com/discotech/disco/bench/internal/cli"
+	"github.com/discotech/disco/bench/internal/peer"
 	"github.com/discotech/disco/bench/internal/sysstat"
 )
 
@@ -21,7 +22,7 @@ import (
 // /services/<service>/<id> holding the registration's JSON, each with its
 // own lease: what a TTL registration costs in etcd.
 type etcd struct {
-	p      *peer
+	p      *peer.Process
 	url    string // client URL
 	cli    *clientv3.Client
 	leases []clientv3.LeaseID // [instance]
@@ -45,7 +46,7 @@ func startEtcd(ctx context.Context, bin string) (*etcd, error) {
 		return nil, err
 	}
 	clientURL, peerURL := "http://"+clientAddr, "http://"+peerAddr
-	p, err := startPeer("etcd", dir, bin,
+	p, err := peer.Start("etcd", dir, bin,
 		"--name", "default",
 		"--data-dir", filepath.Join(dir, "data"),
 		"--listen-client-urls", clientURL, "--advertise-client-urls", clientURL,
@@ -58,15 +59,12 @@ func startEtcd(ctx context.Context, bin string) (*etcd, error) {
 		return nil, err
 	}
 	e := &etcd{p: p, url: clientURL}
-	healthy := func(status int, body []byte) bool {
-		return status == 200 && bytes.Contains(body, []byte(`"health":"true"`))
-	}
-	if err := p.waitReady(ctx, clientURL+"/health", healthy); err != nil {
-		p.stop()
+	if err := p.WaitReady(ctx, "healthy", peer.HTTPReady(clientURL+"/health", `"health":"true"`)); err != nil {
+		stopPeer(p)
 		return nil, err
 	}
 	if e.cli, err = e.newClient(); err != nil {
-		p.stop()
+		stopPeer(p)
 		return nil, err
 	}
 	return e, nil
@@ -85,7 +83,7 @@ func (e *etcd) close() {
 	if e.cli != nil {
 		e.cli.Close()
 	}
-	e.p.stop()
+	stopPeer(e.p)
 }
 
 // memory reads the server's settled memory; the churn lists a service.
@@ -103,7 +101,7 @@ func benchEtcd(ctx context.Context, cfg config, bin string, res *results) error 
 		return err
 	}
 	defer e.close()
-	progress("etcd: server pid %d on %s", e.p.pid(), e.url)
+	cli.Progress("etcd: server pid %d on %s", e.p.Pid(), e.url)
 
 	// The registrations' keys and values, built before the clock starts.
 	keys := make([]string, cfg.instances)
@@ -124,8 +122,8 @@ func benchEtcd(ctx context.Context, cfg config, bin string, res *results) error 
 	if err != nil {
 		return err
 	}
-	progress("etcd: registering %d keys with a lease each", cfg.instances)
-	reg := countLoop(ctx, cfg.workers, cfg.instances, e.p.cpuSeconds, func(ctx context.Context, _, i int) error {
+	cli.Progress("etcd: registering %d keys with a lease each", cfg.instances)
+	reg := countLoop(ctx, cfg.workers, cfg.instances, e.p.CPUSeconds, func(ctx context.Context, _, i int) error {
 		l, err := e.cli.Grant(ctx, ttl)
 		if err != nil {
 			return err
@@ -142,8 +140,8 @@ func benchEtcd(ctx context.Context, cfg config, bin string, res *results) error 
 	per := full.sub(empty).per(cfg.instances)
 	res.instMem.add("etcd", "keys with leases", memVals(per), per.noise())
 
-	progress("etcd: putting %d keys without lease", cfg.instances)
-	plain := countLoop(ctx, cfg.workers, cfg.instances, e.p.cpuSeconds, func(ctx context.Context, _, i int) error {
+	cli.Progress("etcd: putting %d keys without lease", cfg.instances)
+	plain := countLoop(ctx, cfg.workers, cfg.instances, e.p.CPUSeconds, func(ctx context.Context, _, i int) error {
 		_, err := e.cli.Put(ctx, "/plain"+keys[i], values[i])
 		return err
 	})
@@ -161,8 +159,8 @@ func benchEtcd(ctx context.Context, cfg config, bin string, res *results) error 
 // KeepAlive renews (and the fastest way etcd offers).
 func (e *etcd) heartbeats(ctx context.Context, cfg config, res *results) error {
 	own := owned(cfg.instances, cfg.workers)
-	progress("etcd: KeepAliveOnce for %s", cfg.duration)
-	once := timedLoop(ctx, cfg.workers, cfg.duration, e.p.cpuSeconds, func(ctx context.Context, w, k int) error {
+	cli.Progress("etcd: KeepAliveOnce for %s", cfg.duration)
+	once := timedLoop(ctx, cfg.workers, cfg.duration, e.p.CPUSeconds, func(ctx context.Context, w, k int) error {
 		mine := own[w]
 		_, err := e.cli.KeepAliveOnce(ctx, e.leases[mine[k%len(mine)]])
 		return err
@@ -180,8 +178,8 @@ func (e *etcd) heartbeats(ctx context.Context, cfg config, res *results) error {
 		}
 		streams[w] = s
 	}
-	progress("etcd: keep-alive streams for %s", cfg.duration)
-	stream := timedLoop(ctx, cfg.workers, cfg.duration, e.p.cpuSeconds, func(ctx context.Context, w, k int) error {
+	cli.Progress("etcd: keep-alive streams for %s", cfg.duration)
+	stream := timedLoop(ctx, cfg.workers, cfg.duration, e.p.CPUSeconds, func(ctx context.Context, w, k int) error {
 		mine := own[w]
 		id := int64(e.leases[mine[k%len(mine)]])
 		if err := streams[w].Send(&pb.LeaseKeepAliveRequest{ID: id}); err != nil {
@@ -233,7 +231,7 @@ func (e *etcd) fanout(ctx context.Context, cfg config, res *results) error {
 			return err
 		}
 	}
-	progress("etcd: opening %d watches over %d connections", cfg.watchers, cfg.etcdConns)
+	cli.Progress("etcd: opening %d watches over %d connections", cfg.watchers, cfg.etcdConns)
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	f := newFanout(cfg.watchers, cfg.writes)
@@ -282,8 +280,8 @@ func (e *etcd) fanout(ctx context.Context, cfg config, res *results) error {
 	per := after.sub(before).per(cfg.watchers)
 	res.watchMem.add("etcd", "watch", memVals(per),
 		fmt.Sprintf("%d watches over %d connections; %s", cfg.watchers, cfg.etcdConns, per.noise()))
-	progress("etcd: %d writes, %s apart", cfg.writes, cfg.spacing)
-	cpu, err := runFanout(ctx, cfg, f, e.p.cpuSeconds, write)
+	cli.Progress("etcd: %d writes, %s apart", cfg.writes, cfg.spacing)
+	cpu, err := runFanout(ctx, cfg, f, e.p.CPUSeconds, write)
 	stop()
 	if err != nil {
 		return err

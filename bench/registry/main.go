@@ -12,19 +12,18 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/discotech/disco/bench/internal/cli"
+	"github.com/discotech/disco/bench/internal/figure"
+	"github.com/discotech/disco/bench/internal/peer"
 	"github.com/discotech/disco/bench/internal/sysstat"
 	"github.com/discotech/disco/catalog"
 )
@@ -91,16 +90,9 @@ func main() {
 		return
 	}
 	if err := cfg.validate(); err != nil {
-		fmt.Fprintln(os.Stderr, "bench/registry:", err)
-		os.Exit(2)
+		cli.Usage("bench/registry", err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, cfg, os.Stdout)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench/registry:", err)
-		os.Exit(1)
-	}
+	cli.Main("bench/registry", func(ctx context.Context) error { return run(ctx, cfg, os.Stdout) })
 }
 
 // results are the tables every workload fills in.
@@ -122,11 +114,11 @@ func newResults(cfg config) *results {
 	return &results{
 		reg: &table{
 			title: fmt.Sprintf("registrations: %s instances over %d services, ttl %s, tag + meta pair each, %d workers",
-				thousands(float64(cfg.instances)), cfg.services, catalog.Duration(cfg.ttl), cfg.workers),
+				figure.Thousands(float64(cfg.instances)), cfg.services, catalog.Duration(cfg.ttl), cfg.workers),
 			cols: loop,
 		},
 		hb: &table{
-			title: fmt.Sprintf("heartbeats: %d workers renew %s TTLs round-robin for %s", cfg.workers, thousands(float64(cfg.instances)), cfg.duration),
+			title: fmt.Sprintf("heartbeats: %d workers renew %s TTLs round-robin for %s", cfg.workers, figure.Thousands(float64(cfg.instances)), cfg.duration),
 			cols:  append(loop[:len(loop):len(loop)], column{"raft", "raft entries", kCount, 0}),
 		},
 		fan: &table{
@@ -156,7 +148,7 @@ func newResults(cfg config) *results {
 		},
 		instMem: &table{
 			title: fmt.Sprintf("memory per instance: growth of the server from empty to %s instances (ttl, tag, meta pair), / %s",
-				thousands(float64(cfg.instances)), thousands(float64(cfg.instances))),
+				figure.Thousands(float64(cfg.instances)), figure.Thousands(float64(cfg.instances))),
 			cols: []column{
 				{"rss", "RSS", kBytes, -1},
 				{"heap", "Go heap in use", kBytes, -1},
@@ -214,11 +206,6 @@ func runFanout(ctx context.Context, cfg config, f *fanout, serverCPU func() floa
 	return cpu(), ctx.Err()
 }
 
-// progress prints what is happening, since a run takes minutes.
-func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
-}
-
 func run(ctx context.Context, cfg config, out io.Writer) error {
 	env := describe(cfg)
 	res := newResults(cfg)
@@ -231,22 +218,22 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 
 	etcdBin := ""
 	if cfg.runs("etcd") {
-		etcdBin, err = findEtcd(cfg.etcdBin)
+		etcdBin, err = peer.Find(cfg.etcdBin, "etcd", "etcd-server")
 		if err != nil && cfg.only == "etcd" {
 			return err
 		}
 		if err != nil {
 			fmt.Fprintf(out, "NOTE: %v\nNOTE: measuring Discotech alone; every etcd figure below is \"-\".\n", err)
 		} else {
-			env.etcd = etcdVersion(etcdBin)
+			env.etcd = peer.Version("etcd", etcdBin, "--version")
 		}
 	}
 	if cfg.runs("discotech") {
 		bin := cfg.discoBin
 		if bin == "" {
 			bin = filepath.Join(tmp, "disco")
-			progress("building disco")
-			if err := buildDisco(ctx, bin); err != nil {
+			cli.Progress("building disco")
+			if err := peer.BuildDisco(ctx, bin); err != nil {
 				return err
 			}
 		}
@@ -271,44 +258,6 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 	summary(out, cfg, env, res)
 	return nil
-}
-
-// buildDisco builds the disco binary with the local toolchain.
-func buildDisco(ctx context.Context, bin string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/discotech/disco/cmd/disco")
-	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("build disco (run from the repository root, or pass -disco PATH): %w", err)
-	}
-	return nil
-}
-
-func findEtcd(given string) (string, error) {
-	if given != "" {
-		if _, err := os.Stat(given); err != nil {
-			return "", fmt.Errorf("etcd: -etcd %s: %w", given, err)
-		}
-		return given, nil
-	}
-	path, err := exec.LookPath("etcd")
-	if err != nil {
-		return "", errors.New("etcd: not found on PATH; install it (Debian: apt-get install etcd-server) or pass -etcd PATH")
-	}
-	return path, nil
-}
-
-func etcdVersion(bin string) string {
-	b, err := exec.Command(bin, "--version").Output()
-	if err != nil {
-		return "etcd (version unknown)"
-	}
-	// "etcd Version: 3.4.23\nGit SHA: ..."
-	first, _, _ := strings.Cut(string(b), "\n")
-	if v, ok := strings.CutPrefix(strings.TrimSpace(first), "etcd Version: "); ok {
-		return "etcd " + v
-	}
-	return strings.TrimSpace(first)
 }
 
 // instance names and registrations, the same for both systems: instance i

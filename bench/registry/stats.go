@@ -7,13 +7,13 @@ import (
 	"io"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
+	"github.com/discotech/disco/bench/internal/figure"
 	"github.com/discotech/disco/bench/internal/sysstat"
 )
 
@@ -409,7 +409,7 @@ func format(k kind, v float64, ok bool) string {
 	}
 	switch k {
 	case kRate:
-		return thousands(v) + "/s"
+		return figure.Thousands(v) + "/s"
 	case kNanos:
 		return fmtNanos(v)
 	case kBytes:
@@ -417,7 +417,7 @@ func format(k kind, v float64, ok bool) string {
 	case kSecs:
 		return fmt.Sprintf("%.1fs", v)
 	}
-	return thousands(v)
+	return figure.Thousands(v)
 }
 
 func fmtNanos(ns float64) string {
@@ -442,20 +442,4 @@ func fmtBytes(b float64) string {
 		return fmt.Sprintf("%.1f KiB", b/(1<<10))
 	}
 	return fmt.Sprintf("%.0f B", b)
-}
-
-// thousands formats v rounded, with thousands separators: 12,345.
-func thousands(v float64) string {
-	s := strconv.FormatInt(int64(math.Round(math.Abs(v))), 10)
-	var b strings.Builder
-	if v < 0 && math.Round(v) != 0 {
-		b.WriteByte('-')
-	}
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
 }

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/discotech/disco/bench/internal/peer"
 )
 
 // connectSource is the C program that times connect() (c/connect.c). It
@@ -103,12 +105,12 @@ func runConnect(ctx context.Context, ps *peers, bin string, sh *shimSetup, backe
 			ctx, cancel := context.WithTimeout(ctx, time.Minute)
 			cmd := exec.CommandContext(ctx, bin, r.args...)
 			cmd.Env = r.env
-			cmd.SysProcAttr = sysProcAttr()
+			cmd.SysProcAttr = peer.SysProcAttr()
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			err := cmd.Run()
 			cancel()
-			res.cpu.add(ps.since(m, exitedCPU(cmd.ProcessState)))
+			res.cpu.add(ps.since(m, peer.ExitedCPU(cmd.ProcessState)))
 			if err != nil {
 				return nil, fmt.Errorf("connect %s: %w\n%s", strings.Join(r.args, " "), err, stderr.String())
 			}

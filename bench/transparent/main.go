@@ -17,20 +17,22 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/discotech/disco/bench/internal/cli"
+	"github.com/discotech/disco/bench/internal/figure"
+	"github.com/discotech/disco/bench/internal/nginx"
+	"github.com/discotech/disco/bench/internal/peer"
+	"github.com/discotech/disco/bench/internal/wrk"
 )
 
 // traffic is a kind of load.
@@ -42,6 +44,15 @@ const (
 )
 
 func (t traffic) key() string { return [...]string{"keepalive", "close"}[t] }
+
+// headers are what wrk sends with each request of t, besides the Host.
+func (t traffic) headers() []string {
+	if t == trafficClose {
+		return []string{"Connection: close"}
+	}
+	return nil
+}
+
 func (t traffic) title() string {
 	return [...]string{"keep-alive", "one connection per request"}[t]
 }
@@ -81,7 +92,7 @@ type config struct {
 func (c *config) traffics() []traffic {
 	var out []traffic
 	for _, t := range []traffic{trafficKeepAlive, trafficClose} {
-		if slices.Contains(splitList(c.traffic), t.key()) {
+		if slices.Contains(cli.List(c.traffic), t.key()) {
 			out = append(out, t)
 		}
 	}
@@ -89,26 +100,16 @@ func (c *config) traffics() []traffic {
 }
 
 func (c *config) runs(part string) bool {
-	return c.only == "" || slices.Contains(splitList(c.only), part)
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.ToLower(strings.TrimSpace(f)); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
+	return c.only == "" || slices.Contains(cli.List(c.only), part)
 }
 
 func (c *config) validate() error {
-	for _, t := range splitList(c.traffic) {
+	for _, t := range cli.List(c.traffic) {
 		if t != "keepalive" && t != "close" {
 			return fmt.Errorf("-traffic: %q is neither keepalive nor close", t)
 		}
 	}
-	for _, p := range splitList(c.only) {
+	for _, p := range cli.List(c.only) {
 		if !slices.Contains(allParts, p) {
 			return fmt.Errorf("-only: %q is none of %s", p, strings.Join(allParts, ", "))
 		}
@@ -118,7 +119,7 @@ func (c *config) validate() error {
 		per = c.duration / time.Duration(c.rounds)
 	}
 	switch {
-	case c.only != "" && len(splitList(c.only)) == 0:
+	case c.only != "" && len(cli.List(c.only)) == 0:
 		return fmt.Errorf("-only names nothing to run")
 	case len(c.traffics()) == 0:
 		return fmt.Errorf("-traffic names no traffic; give keepalive, close or both")
@@ -157,21 +158,9 @@ func main() {
 	flag.StringVar(&cfg.cc, "cc", "gcc", "C compiler for the connect benchmark")
 	flag.Parse()
 	if err := cfg.validate(); err != nil {
-		fmt.Fprintln(os.Stderr, "bench/transparent:", err)
-		os.Exit(2)
+		cli.Usage("bench/transparent", err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, cfg, os.Stdout)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench/transparent:", err)
-		os.Exit(1)
-	}
-}
-
-// progress prints what is happening, since a run takes minutes.
-func progress(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	cli.Main("bench/transparent", func(ctx context.Context) error { return run(ctx, cfg, os.Stdout) })
 }
 
 // path is one way from the load generator to the backend.
@@ -186,7 +175,7 @@ type path struct {
 type agg struct {
 	requests, errors    float64
 	wall                time.Duration
-	lat                 hist
+	lat                 wrk.Hist
 	cpu                 cpuSplit
 	backend             counters // what nginx counted
 	rounds              []float64
@@ -207,21 +196,21 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 	defer os.RemoveAll(tmp)
 
-	wrkBin, err := findBin(cfg.wrkBin, "wrk", "wrk")
+	wrkBin, err := peer.Find(cfg.wrkBin, "wrk", "wrk")
 	if err != nil {
 		return err
 	}
-	nginxBin, err := findBin(cfg.nginxBin, "nginx", "nginx-light")
+	nginxBin, err := peer.Find(cfg.nginxBin, "nginx", "nginx-light")
 	if err != nil {
 		return err
 	}
-	e.wrk, e.nginx = wrkVersion(wrkBin), nginxVersion(nginxBin)
+	e.wrk, e.nginx = wrk.Version(wrkBin), nginx.Version(nginxBin)
 	var haproxyBin string
 	if cfg.runs(pHaproxy) || cfg.runs(pHaproxyHTTP) {
-		if haproxyBin, err = findBin(cfg.haproxy, "haproxy", "haproxy"); err != nil {
-			return err
+		if haproxyBin, err = peer.Find(cfg.haproxy, "haproxy", "haproxy"); err != nil {
+			return fmt.Errorf("%w (or leave it out with -only)", err)
 		}
-		e.haproxy = haproxyVersion(haproxyBin)
+		e.haproxy = peer.Version("haproxy", haproxyBin, "-v")
 	}
 	var root string
 	needShim := cfg.runs(pShim) || cfg.runs(pConnect)
@@ -233,14 +222,14 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	discoBin := cfg.discoBin
 	if cfg.runs(pFallback) && discoBin == "" {
 		discoBin = filepath.Join(tmp, "disco")
-		progress("building disco")
-		if err := buildDisco(ctx, root, discoBin); err != nil {
+		cli.Progress("building disco")
+		if err := peer.BuildDisco(ctx, discoBin); err != nil {
 			return err
 		}
 	}
 	var connectBin string
 	if cfg.runs(pConnect) {
-		progress("building the connect benchmark")
+		cli.Progress("building the connect benchmark")
 		if connectBin, err = buildConnect(ctx, cfg.cc, tmp); err != nil {
 			return err
 		}
@@ -249,21 +238,19 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	ps := &peers{}
 	var sh *shimSetup
 	defer func() {
-		ps.haproxy.stop()
-		ps.agent.stop()
-		if ps.backend != nil {
-			ps.backend.stop()
-		}
+		ps.haproxy.Stop()
+		ps.agent.Stop()
+		ps.backend.Stop()
 		sh.close()
 	}()
 
-	progress("backend: starting %s", e.nginx)
+	cli.Progress("backend: starting %s", e.nginx)
 	be, err := startBackend(ctx, nginxBin, tmp, cfg.body)
 	if err != nil {
 		return fmt.Errorf("backend: %w", err)
 	}
-	ps.backend = be.proc
-	progress("backend: pid %d on %s", be.pid(), be.addr)
+	ps.backend = be.Process
+	cli.Progress("backend: pid %d on %s", be.Pid(), be.addr)
 	port := portOf(be.addr)
 
 	var paths []*path
@@ -271,33 +258,33 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		paths = append(paths, &path{key: pDirect, url: "http://" + be.addr + "/", env: os.Environ()})
 	}
 	if needShim {
-		progress("shim: building libdisco.so, writing the table")
+		cli.Progress("shim: building libdisco.so, writing the table")
 		var built bool
 		if sh, built, err = newShim(ctx, cfg.shimLib, tmp, root, be.addr); err != nil {
 			return err
 		}
 		e.shim = describeShim(cfg.shimLib, built)
-		progress("shim: %s → %s in %s", service+".service.disco", sh.magic, sh.table.Path())
+		cli.Progress("shim: %s → %s in %s", service+".service.disco", sh.magic, sh.table.Path())
 		if cfg.runs(pShim) {
 			paths = append(paths, &path{key: pShim, url: fmt.Sprintf("http://%s.service.disco:%d/", service, port), env: sh.env()})
 		}
 	}
 	if cfg.runs(pFallback) {
-		progress("fallback proxy: starting disco agent")
+		cli.Progress("fallback proxy: starting disco agent")
 		var proxyAddr string
 		if ps.agent, proxyAddr, err = startAgent(ctx, discoBin, tmp, be.addr); err != nil {
 			return fmt.Errorf("fallback proxy: %w", err)
 		}
-		progress("fallback proxy: pid %d on %s", ps.agent.pid(), proxyAddr)
+		cli.Progress("fallback proxy: pid %d on %s", ps.agent.Pid(), proxyAddr)
 		paths = append(paths, &path{key: pFallback, url: "http://" + proxyAddr + "/", env: os.Environ(), proxy: "agent"})
 	}
 	if haproxyBin != "" {
-		progress("haproxy: starting %s", e.haproxy)
+		cli.Progress("haproxy: starting %s", e.haproxy)
 		var tcpAddr, httpAddr string
 		if ps.haproxy, tcpAddr, httpAddr, err = startHaproxy(ctx, haproxyBin, tmp, be.addr); err != nil {
 			return fmt.Errorf("haproxy: %w", err)
 		}
-		progress("haproxy: pid %d, tcp mode on %s, http mode on %s", ps.haproxy.pid(), tcpAddr, httpAddr)
+		cli.Progress("haproxy: pid %d, tcp mode on %s, http mode on %s", ps.haproxy.Pid(), tcpAddr, httpAddr)
 		if cfg.runs(pHaproxy) {
 			paths = append(paths, &path{key: pHaproxy, url: "http://" + tcpAddr + "/", env: os.Environ(), proxy: "haproxy"})
 		}
@@ -317,7 +304,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	var conns []*connectResult
 	if connectBin != "" {
 		for _, proto := range []string{"tcp", "udp"} {
-			progress("connect: %s, %d of each kind", proto, cfg.iterations)
+			cli.Progress("connect: %s, %d of each kind", proto, cfg.iterations)
 			r, err := runConnect(ctx, ps, connectBin, sh, be.addr, proto, cfg.iterations)
 			if err != nil {
 				return err
@@ -325,14 +312,17 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			loadCPU += r.cpu.load
 			conns = append(conns, r)
 			st := func(k string) latStats { return statsOf(r.samples[k]) }
-			progress("connect: %s p50 no shim %s, shim → magic %s", proto, fmtMicros(st("plain").p50), fmtMicros(st("magic").p50))
+			cli.Progress("connect: %s p50 no shim %s, shim → magic %s", proto, figure.Micros(st("plain").p50), figure.Micros(st("magic").p50))
 		}
 	}
 
-	w, err := newWrkRunner(wrkBin, tmp, cfg.threads, cfg.connections)
+	w, err := wrk.New(wrkBin, tmp)
 	if err != nil {
 		return err
 	}
+	w.Threads, w.Connections = cfg.threads, cfg.connections
+	// Every path is asked for the service by name, as the shim's is.
+	w.Headers = []string{"Host: " + service + ".service.disco"}
 	results := map[traffic]map[string]*agg{}
 	per := cfg.duration / time.Duration(cfg.rounds)
 	for _, t := range cfg.traffics() {
@@ -341,18 +331,18 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		}
 		results[t] = map[string]*agg{}
 		for _, p := range paths {
-			results[t][p.key] = &agg{lat: hist{}}
+			results[t][p.key] = &agg{lat: wrk.Hist{}}
 		}
 		if cfg.warmup > 0 {
 			for _, p := range paths {
-				progress("%s: %s warm-up, %s", t.title(), p.label, cfg.warmup)
-				r, err := w.run(ctx, p.url, p.env, t, cfg.warmup)
+				cli.Progress("%s: %s warm-up, %s", t.title(), p.label, cfg.warmup)
+				r, err := w.Run(ctx, p.url, cfg.warmup, p.env, t.headers()...)
 				if err != nil {
 					return err
 				}
-				loadCPU += r.cpu
-				if r.requests == 0 {
-					return fmt.Errorf("%s: %s: no request answered in the warm-up (errors: %s)\n%s", t.title(), p.label, r.describeErrors(), r.stderr)
+				loadCPU += r.CPU
+				if r.Requests == 0 {
+					return fmt.Errorf("%s: %s: no request answered in the warm-up (errors: %s)\n%s", t.title(), p.label, r.DescribeErrors(), r.Stderr)
 				}
 			}
 		}
@@ -361,41 +351,41 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			// always follows the same one.
 			order := append(slices.Clone(paths[round%len(paths):]), paths[:round%len(paths)]...)
 			for _, p := range order {
-				progress("%s: round %d/%d, %s, %s", t.title(), round+1, cfg.rounds, p.label, per)
+				cli.Progress("%s: round %d/%d, %s, %s", t.title(), round+1, cfg.rounds, p.label, per)
 				before, err := be.counters(ctx)
 				if err != nil {
 					return err
 				}
 				m := ps.mark()
-				r, err := w.run(ctx, p.url, p.env, t, per)
+				r, err := w.Run(ctx, p.url, per, p.env, t.headers()...)
 				if err != nil {
 					return err
 				}
-				cpu := ps.since(m, r.cpu)
-				loadCPU += r.cpu
+				cpu := ps.since(m, r.CPU)
+				loadCPU += r.CPU
 				after, err := be.counters(ctx)
 				if err != nil {
 					return err
 				}
-				if r.requests == 0 {
-					return fmt.Errorf("%s: %s: no request answered (errors: %s)\n%s", t.title(), p.label, r.describeErrors(), r.stderr)
+				if r.Requests == 0 {
+					return fmt.Errorf("%s: %s: no request answered (errors: %s)\n%s", t.title(), p.label, r.DescribeErrors(), r.Stderr)
 				}
 				a := results[t][p.key]
-				a.requests += r.requests
-				a.wall += r.duration
-				a.lat.add(r.lat)
+				a.requests += r.Requests
+				a.wall += r.Duration
+				a.lat.Add(r.Latency)
 				a.cpu.add(cpu)
 				a.backend.accepts += after.accepts - before.accepts - 1 // the reading before is a connection too
 				a.backend.requests += after.requests - before.requests - 1
-				a.rounds = append(a.rounds, r.requests/r.duration.Seconds())
-				a.connErr += r.connErr
-				a.readErr += r.readErr
-				a.writeErr += r.writeErr
-				a.statusErr += r.statusErr
-				a.timeouts += r.timeouts
-				a.errors += r.errors()
-				if r.stderr != "" && a.wrkStderr == "" {
-					a.wrkStderr = r.stderr
+				a.rounds = append(a.rounds, r.Rate())
+				a.connErr += r.ConnectErrors
+				a.readErr += r.ReadErrors
+				a.writeErr += r.WriteErrors
+				a.statusErr += r.StatusErrors
+				a.timeouts += r.Timeouts
+				a.errors += r.Errors()
+				if r.Stderr != "" && a.wrkStderr == "" {
+					a.wrkStderr = r.Stderr
 				}
 				switch p.proxy {
 				case "agent":
@@ -403,7 +393,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 				case "haproxy":
 					a.proxyCPU += cpu.haproxy
 				}
-				progress("%s: %s/s, p99 %s", p.label, thousands(r.requests/r.duration.Seconds()), fmtMicros(r.lat.quantiles(0.99)[0]))
+				cli.Progress("%s: %s/s, p99 %s", p.label, figure.Thousands(r.Rate()), figure.Micros(r.Latency.Quantiles(0.99)[0]))
 			}
 		}
 	}
@@ -431,37 +421,14 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 
 // env describes the run for the summary.
 type env struct {
-	command, date, goVersion, cpu, kernel string
-	cores                                 int
-	nginx, haproxy, wrk, disco, shim      string
-	other                                 float64 // CPU seconds other processes used during the run
-	wall                                  time.Duration
+	cli.Env
+	nginx, haproxy, wrk, disco, shim string
+	other                            float64 // CPU seconds other processes used during the run
+	wall                             time.Duration
 }
 
 func describe(cfg config) env {
-	e := env{
-		command:   strings.TrimSpace("go run ./bench/transparent " + strings.Join(os.Args[1:], " ")),
-		date:      time.Now().UTC().Format("2006-01-02 15:04 UTC"),
-		goVersion: runtime.Version(),
-		cpu:       "unknown",
-		cores:     runtime.NumCPU(),
-		haproxy:   "haproxy not run",
-		disco:     "Discotech",
-		shim:      "libdisco.so not used",
-	}
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				e.cpu = strings.TrimSpace(v)
-				break
-			}
-		}
-		f.Close()
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		e.kernel = "Linux " + strings.TrimSpace(string(b))
-	}
+	e := env{Env: cli.NewEnv("transparent"), haproxy: "haproxy not run", disco: "Discotech", shim: "libdisco.so not used"}
 	if cfg.discoBin != "" {
 		e.disco += " " + cfg.discoBin
 	} else if b, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
@@ -478,11 +445,6 @@ func describeShim(lib string, built bool) string {
 }
 
 func (e env) print(w io.Writer) {
-	fmt.Fprintf(w, "\n%s\n%s, %s, %s, %d cores, %s\n%s, %s, %s, %s, %s\n", e.command, e.date, e.goVersion, e.cpu, e.cores, e.kernel,
-		e.disco, e.shim, e.nginx, e.haproxy, e.wrk)
-	have := e.wall.Seconds() * float64(e.cores)
-	fmt.Fprintf(w, "measuring took %s; other processes used %.1f CPU seconds of the %.0f the machine had\n", e.wall.Round(time.Second), e.other, have)
-	if e.other > 0.05*have {
-		fmt.Fprintln(w, "WARNING: other processes were busy during the run; the figures are disturbed: re-run on a quiet machine")
-	}
+	fmt.Fprintf(w, "\n%s\n%s\n%s, %s, %s, %s, %s\n", e.Command, e.Machine(), e.disco, e.shim, e.nginx, e.haproxy, e.wrk)
+	e.PrintBusy(w, e.wall, e.other)
 }

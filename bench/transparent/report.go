@@ -5,10 +5,11 @@ import (
 	"io"
 	"math"
 	"runtime"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/discotech/disco/bench/internal/figure"
 )
 
 // printTraffic prints one traffic kind's table: a line per path.
@@ -19,19 +20,19 @@ func printTraffic(w io.Writer, t traffic, paths []*path, res map[string]*agg, pe
 	direct := res[pDirect]
 	for _, p := range paths {
 		a := res[p.key]
-		q := a.lat.quantiles(0.5, 0.9, 0.99, 0.999, 1)
+		q := a.lat.Quantiles(0.5, 0.9, 0.99, 0.999, 1)
 		rat := "-"
 		if direct != nil {
-			rat = ratio(a.rate() / direct.rate())
+			rat = figure.Ratio(a.rate() / direct.rate())
 		}
 		proxy, perReq := "-", "-"
 		if p.proxy != "" {
 			proxy = fmt.Sprintf("%.1fs", a.proxyCPU)
-			perReq = fmtMicros(a.proxyCPU / a.requests * 1e9)
+			perReq = figure.Micros(a.proxyCPU / a.requests * 1e9)
 		}
 		fmt.Fprintf(tw, "%s\t%s/s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1fs\t%s\t%s\t%.1fs\t%.1fs\t\n",
-			p.label, thousands(a.rate()), rat, fmtMicros(q[0]), fmtMicros(q[1]), fmtMicros(q[2]), fmtMicros(q[3]), fmtMicros(q[4]),
-			thousands(a.errors), reqPerConn(a.backend), a.cpu.backend, proxy, perReq, a.cpu.load, a.cpu.other)
+			p.label, figure.Thousands(a.rate()), rat, figure.Micros(q[0]), figure.Micros(q[1]), figure.Micros(q[2]), figure.Micros(q[3]), figure.Micros(q[4]),
+			figure.Thousands(a.errors), reqPerConn(a.backend), a.cpu.backend, proxy, perReq, a.cpu.load, a.cpu.other)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "   requests/s: higher is better; latencies: lower is better. ×direct: requests/s over the direct path's.")
@@ -49,7 +50,7 @@ func reqPerConn(c counters) string {
 	}
 	r := c.requests / c.accepts
 	if r >= 100 {
-		return thousands(r)
+		return figure.Thousands(r)
 	}
 	return fmt.Sprintf("%.2f", r)
 }
@@ -63,7 +64,7 @@ func notes(p *path, res map[string]*agg, per time.Duration) []string {
 	for _, r := range a.rounds {
 		lo, hi = min(lo, r), max(hi, r)
 	}
-	line := fmt.Sprintf("rounds %s–%s requests/s", thousands(lo), thousands(hi))
+	line := fmt.Sprintf("rounds %s–%s requests/s", figure.Thousands(lo), figure.Thousands(hi))
 	pair := func(other string, label string) {
 		o := res[other]
 		if o == nil || len(o.rounds) != len(a.rounds) {
@@ -74,7 +75,7 @@ func notes(p *path, res map[string]*agg, per time.Duration) []string {
 			r := a.rounds[i] / o.rounds[i]
 			lo, hi = min(lo, r), max(hi, r)
 		}
-		line += fmt.Sprintf("; over %s round by round %s–%s", label, ratio(lo), ratio(hi))
+		line += fmt.Sprintf("; over %s round by round %s–%s", label, figure.Ratio(lo), figure.Ratio(hi))
 	}
 	switch p.key {
 	case pShim:
@@ -85,13 +86,13 @@ func notes(p *path, res map[string]*agg, per time.Duration) []string {
 	out = append(out, line)
 	if a.errors > 0 {
 		out = append(out, fmt.Sprintf("wrk counted %s errors: connect %.0f, read %.0f, write %.0f, non-2xx %.0f, timeout %.0f; %s",
-			thousands(a.errors), a.connErr, a.readErr, a.writeErr, a.statusErr, a.timeouts, firstLine(a.wrkStderr)))
+			figure.Thousands(a.errors), a.connErr, a.readErr, a.writeErr, a.statusErr, a.timeouts, firstLine(a.wrkStderr)))
 	}
 	// Requests wrk had sent when it stopped may be answered but not counted
 	// by wrk: at most one per connection per round.
 	if d := a.backend.requests - a.requests; math.Abs(d) > float64(len(a.rounds))*64+0.001*a.requests {
 		out = append(out, fmt.Sprintf("the backend counted %s requests, wrk %s: not all the load reached the backend, or something else sent it requests",
-			thousands(a.backend.requests), thousands(a.requests)))
+			figure.Thousands(a.backend.requests), figure.Thousands(a.requests)))
 	}
 	have := a.cpu.wall.Seconds() * float64(runtime.NumCPU())
 	if a.cpu.other > 0.1*have {
@@ -112,7 +113,7 @@ func printConnect(w io.Writer, r *connectResult, n int) {
 		what = "UDP socket to the backend's address (no packet is sent: the system call and the shim's own work)"
 	}
 	fmt.Fprintf(w, "\n== connect() on a fresh %s: %s timings of each, each call timed alone; the two processes take turns in %d chunks\n",
-		what, thousands(float64(n)), connectChunks)
+		what, figure.Thousands(float64(n)), connectChunks)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tp50\tp90\tp99\tmean\t")
 	for _, v := range connectVariants {
@@ -142,7 +143,7 @@ var connectDiffs = []struct{ a, b, what string }{
 func summary(w io.Writer, cfg config, e env, paths []*path, res map[traffic]map[string]*agg, conns []*connectResult) {
 	fmt.Fprintf(w, "\n## Summary (markdown)\n\n")
 	fmt.Fprintf(w, "`%s` — %s; %s; %s × %d cores; %s; %s; %s; %s; %s; %s. wrk -t%d -c%d, GET / of %d bytes from nginx (one process); %s per path and traffic kind in %d interleaved rounds.\n\n",
-		e.command, e.date, e.goVersion, e.cpu, e.cores, e.kernel, e.disco, e.shim, e.nginx, e.haproxy, e.wrk,
+		e.Command, e.Date, e.Go, e.CPU, e.Cores, e.Kernel, e.disco, e.shim, e.nginx, e.haproxy, e.wrk,
 		cfg.threads, cfg.connections, cfg.body, cfg.duration, cfg.rounds)
 	ts := cfg.traffics()
 	if len(paths) > 0 {
@@ -159,9 +160,9 @@ func summary(w io.Writer, cfg config, e env, paths []*path, res map[traffic]map[
 				a, d := res[t][p.key], res[t][pDirect]
 				rat := "-"
 				if d != nil {
-					rat = ratio(a.rate() / d.rate())
+					rat = figure.Ratio(a.rate() / d.rate())
 				}
-				line += fmt.Sprintf(" %s | %s | %s |", thousands(a.rate()), rat, fmtMicros(a.lat.quantiles(0.99)[0]))
+				line += fmt.Sprintf(" %s | %s | %s |", figure.Thousands(a.rate()), rat, figure.Micros(a.lat.Quantiles(0.99)[0]))
 			}
 			fmt.Fprintln(w, line)
 		}
@@ -179,7 +180,7 @@ func summary(w io.Writer, cfg config, e env, paths []*path, res map[traffic]map[
 	met := func(ok bool) string { return map[bool]string{true: "yes", false: "**no**"}[ok] }
 	for _, t := range ts {
 		if r, ok := rateRatio(t, pShim, pDirect); ok {
-			fmt.Fprintf(w, "| shim ≥ 0.98× direct, requests/s, %s | %s | %s |\n", t.title(), ratio(r), met(r >= 0.98))
+			fmt.Fprintf(w, "| shim ≥ 0.98× direct, requests/s, %s | %s | %s |\n", t.title(), figure.Ratio(r), met(r >= 0.98))
 		} else {
 			fmt.Fprintf(w, "| shim ≥ 0.98× direct, requests/s, %s | not measured | - |\n", t.title())
 		}
@@ -198,42 +199,13 @@ func summary(w io.Writer, cfg config, e env, paths []*path, res map[traffic]map[
 	fmt.Fprintf(w, "| added `connect()` time of the shim ≤ 5 µs at p50 (TCP, loopback) | %s | %s |\n", added, addedMet)
 	for _, t := range ts {
 		if r, ok := rateRatio(t, pFallback, pHaproxy); ok {
-			fmt.Fprintf(w, "| fallback proxy ≥ haproxy (tcp mode), requests/s, %s | %s | %s |\n", t.title(), ratio(r), met(r >= 1))
+			fmt.Fprintf(w, "| fallback proxy ≥ haproxy (tcp mode), requests/s, %s | %s | %s |\n", t.title(), figure.Ratio(r), met(r >= 1))
 		} else {
 			fmt.Fprintf(w, "| fallback proxy ≥ haproxy (tcp mode), requests/s, %s | not measured | - |\n", t.title())
 		}
 	}
 	fmt.Fprintln(w, "\nwrk, nginx and the proxy share the machine's cores; the tables above show the CPU seconds each used, and what other")
 	fmt.Fprintf(w, "processes used (\"other CPU\", which should be near 0). The agent runs with GOMAXPROCS %d, haproxy with nbthread 1.\n", runtime.GOMAXPROCS(0))
-}
-
-func ratio(r float64) string {
-	if math.IsNaN(r) || math.IsInf(r, 0) || r <= 0 {
-		return "-"
-	}
-	if r >= 10 {
-		return fmt.Sprintf("%.0f×", r)
-	}
-	if r >= 0.1 {
-		return fmt.Sprintf("%.2f×", r)
-	}
-	return fmt.Sprintf("%.3f×", r)
-}
-
-// fmtMicros prints a duration given in ns: microseconds with two decimals
-// under 10 µs, one under 1 ms, then milliseconds.
-func fmtMicros(ns float64) string {
-	switch {
-	case math.IsNaN(ns):
-		return "-"
-	case ns >= 1e9:
-		return fmt.Sprintf("%.2fs", ns/1e9)
-	case ns >= 1e6:
-		return fmt.Sprintf("%.2fms", ns/1e6)
-	case ns >= 1e4:
-		return fmt.Sprintf("%.0fµs", ns/1e3)
-	}
-	return fmt.Sprintf("%.2fµs", ns/1e3)
 }
 
 // fmtFine prints a duration given in ns in microseconds with two decimals.
@@ -253,23 +225,4 @@ func fmtDelta(ns float64) string {
 		return fmt.Sprintf("%+.0f ns", ns)
 	}
 	return fmt.Sprintf("%+.2f µs", ns/1e3)
-}
-
-// thousands formats v rounded, with thousands separators: 12,345.
-func thousands(v float64) string {
-	if math.IsNaN(v) || math.IsInf(v, 0) {
-		return "-"
-	}
-	s := strconv.FormatInt(int64(math.Round(math.Abs(v))), 10)
-	var b strings.Builder
-	if v < 0 && math.Round(v) != 0 {
-		b.WriteByte('-')
-	}
-	for i, c := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
 }

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/discotech/disco/bench/internal/nginx"
+	"github.com/discotech/disco/bench/internal/peer"
 	"github.com/discotech/disco/bench/internal/sysstat"
 	"github.com/discotech/disco/magicip"
 	"github.com/discotech/disco/shmtable"
@@ -34,7 +36,7 @@ const service = "bench"
 
 // backend is nginx serving one small response, and its request counters.
 type backend struct {
-	*proc
+	*peer.Process
 	addr   string // 127.0.0.1:port of the page
 	status string // 127.0.0.1:port of stub_status
 	body   string
@@ -44,10 +46,6 @@ type backend struct {
 // (the same fixed response for every request, GET /), stub_status on the
 // other.
 func startBackend(ctx context.Context, bin, dir string, bodySize int) (*backend, error) {
-	dir = filepath.Join(dir, "nginx")
-	if err := os.MkdirAll(filepath.Join(dir, "temp"), 0o755); err != nil {
-		return nil, err
-	}
 	addr, err := sysstat.FreeAddr()
 	if err != nil {
 		return nil, err
@@ -57,78 +55,29 @@ func startBackend(ctx context.Context, bin, dir string, bodySize int) (*backend,
 		return nil, err
 	}
 	body := strings.Repeat("x", bodySize-1) + "\n"
-	conf := fmt.Sprintf(`# bench/transparent's backend: one process, one fixed response.
-daemon off;
-master_process off;
-worker_processes 1;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log error;
-events {
-    worker_connections 8192;
-}
-http {
-    access_log off;
-    client_body_temp_path %[1]s/temp/body;
-    proxy_temp_path %[1]s/temp/proxy;
-    fastcgi_temp_path %[1]s/temp/fastcgi;
-    uwsgi_temp_path %[1]s/temp/uwsgi;
-    scgi_temp_path %[1]s/temp/scgi;
-    keepalive_requests 100000000;
-    keepalive_timeout 120s;
-    server {
-        listen %[2]s backlog=4096;
+	p, err := nginx.Start("nginx", bin, filepath.Join(dir, "nginx"), 1, fmt.Sprintf(`    server {
+        listen %[1]s backlog=4096;
         default_type text/plain;
         location / {
-            return 200 "%[4]s";
+            return 200 "%[3]s";
         }
     }
     server {
-        listen %[3]s;
+        listen %[2]s;
         location / {
             stub_status;
         }
     }
-}
-`, dir, addr, status, strings.TrimSuffix(body, "\n")+`\n`)
-	file := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
-		return nil, err
-	}
-	p, err := startProc("nginx", dir, bin, os.Environ(), "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", file)
+`, addr, status, strings.TrimSuffix(body, "\n")+`\n`))
 	if err != nil {
 		return nil, err
 	}
-	b := &backend{proc: p, addr: addr, status: status, body: body}
-	if err := p.waitFor(ctx, "serving", func(ctx context.Context) error { return get(ctx, "http://"+addr+"/", body) }); err != nil {
-		p.stop()
+	b := &backend{Process: p, addr: addr, status: status, body: body}
+	if err := p.WaitReady(ctx, "serving", peer.HTTPReady("http://"+addr+"/", body)); err != nil {
+		p.Stop()
 		return nil, err
 	}
 	return b, nil
-}
-
-// get fetches url and checks that the answer is 200 with the body want
-// (when want is not empty).
-func get(ctx context.Context, url, want string) error {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	req.Close = true
-	resp, err := http.DefaultTransport.RoundTrip(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK || (want != "" && string(b) != want) {
-		return fmt.Errorf("GET %s: %d, %d bytes, not the page", url, resp.StatusCode, len(b))
-	}
-	return nil
 }
 
 // counters are nginx's connection and request counts (stub_status).
@@ -170,20 +119,12 @@ func (b *backend) counters(ctx context.Context) (counters, error) {
 	return counters{}, fmt.Errorf("nginx stub_status: unexpected answer %q", body)
 }
 
-func nginxVersion(bin string) string {
-	out, _ := exec.Command(bin, "-v").CombinedOutput() // "nginx version: nginx/1.22.1"
-	if _, v, ok := strings.Cut(strings.TrimSpace(string(out)), "version: "); ok {
-		return v
-	}
-	return "nginx (version unknown)"
-}
-
 // startAgent runs `disco agent` with a file source that names the backend
 // as the one instance of the service, and nothing else of the agent's: no
 // shared-memory table, no DNS. Its fallback proxy listens on the service's
 // magic address in agentRange, on the backend's port; it returns that
 // address once a connect there is accepted.
-func startAgent(ctx context.Context, bin, dir, backendAddr string) (*proc, string, error) {
+func startAgent(ctx context.Context, bin, dir, backendAddr string) (*peer.Process, string, error) {
 	dir = filepath.Join(dir, "agent")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, "", err
@@ -207,15 +148,15 @@ func startAgent(ctx context.Context, bin, dir, backendAddr string) (*proc, strin
 	if err != nil {
 		return nil, "", err
 	}
-	p, err := startProc("agent", dir, bin, os.Environ(), "agent",
+	p, err := peer.Start("agent", dir, bin, "agent",
 		"--source", "file://"+file, "--table", "", "--dns", "",
 		"--http", httpAddr, "--state-dir", filepath.Join(dir, "state"),
 		"--magic-range", agentRange.String(), "--log-level", "warn")
 	if err != nil {
 		return nil, "", err
 	}
-	if err := p.waitFor(ctx, "proxying "+proxyAddr, func(ctx context.Context) error { return get(ctx, "http://"+proxyAddr+"/", "") }); err != nil {
-		p.stop()
+	if err := p.WaitReady(ctx, "proxying "+proxyAddr, peer.HTTPReady("http://"+proxyAddr+"/", "")); err != nil {
+		p.Stop()
 		return nil, "", err
 	}
 	return p, proxyAddr, nil
@@ -224,7 +165,7 @@ func startAgent(ctx context.Context, bin, dir, backendAddr string) (*proc, strin
 // startHaproxy runs haproxy in the foreground on one thread, with two
 // frontends to the backend: one in TCP mode (the fallback proxy's
 // counterpart: bytes relayed, nothing parsed) and one in HTTP mode.
-func startHaproxy(ctx context.Context, bin, dir, backendAddr string) (p *proc, tcpAddr, httpAddr string, err error) {
+func startHaproxy(ctx context.Context, bin, dir, backendAddr string) (p *peer.Process, tcpAddr, httpAddr string, err error) {
 	dir = filepath.Join(dir, "haproxy")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, "", "", err
@@ -267,25 +208,16 @@ backend http_out
 	if err := os.WriteFile(file, []byte(conf), 0o644); err != nil {
 		return nil, "", "", err
 	}
-	if p, err = startProc("haproxy", dir, bin, os.Environ(), "-db", "-f", file); err != nil {
+	if p, err = peer.Start("haproxy", dir, bin, "-db", "-f", file); err != nil {
 		return nil, "", "", err
 	}
 	for _, a := range []string{tcpAddr, httpAddr} {
-		if err := p.waitFor(ctx, "proxying "+a, func(ctx context.Context) error { return get(ctx, "http://"+a+"/", "") }); err != nil {
-			p.stop()
+		if err := p.WaitReady(ctx, "proxying "+a, peer.HTTPReady("http://"+a+"/", "")); err != nil {
+			p.Stop()
 			return nil, "", "", err
 		}
 	}
 	return p, tcpAddr, httpAddr, nil
-}
-
-func haproxyVersion(bin string) string {
-	out, _ := exec.Command(bin, "-v").Output() // "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/"
-	first, _, _ := strings.Cut(string(out), "\n")
-	if f := strings.Fields(first); len(f) >= 3 && f[1] == "version" {
-		return "haproxy " + f[2]
-	}
-	return "haproxy (version unknown)"
 }
 
 // shimSetup is what a program needs to run under libdisco.so here.
@@ -347,18 +279,6 @@ func (s *shimSetup) close() {
 	if s != nil {
 		s.table.Close()
 	}
-}
-
-// buildDisco builds the disco binary with the local toolchain.
-func buildDisco(ctx context.Context, root, bin string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/disco")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "GOTOOLCHAIN=local")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("build disco (or pass -disco PATH): %w", err)
-	}
-	return nil
 }
 
 // repoRoot is the module's directory: the benchmark builds the shim and

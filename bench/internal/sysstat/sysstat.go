@@ -121,3 +121,44 @@ func FreeAddr() (string, error) {
 	}
 	return "", errors.New("no loopback port free for both TCP and UDP")
 }
+
+// TreeCPUSeconds is ProcCPUSeconds of pid and of each of its live
+// descendants: a server that forks workers (nginx's master and its
+// worker_processes) is measured whole.
+func TreeCPUSeconds(pid int) float64 {
+	t := ProcCPUSeconds(pid)
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, task := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
+		if err != nil {
+			continue
+		}
+		for _, c := range strings.Fields(string(b)) {
+			if child, err := strconv.Atoi(c); err == nil {
+				t += TreeCPUSeconds(child)
+			}
+		}
+	}
+	return t
+}
+
+// CPUModel is the machine's CPU as /proc/cpuinfo names it ("AMD EPYC
+// 7B13"), or "unknown CPU".
+func CPUModel() string {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	for line := range strings.Lines(string(b)) {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+// Kernel is "Linux" and the kernel's release, or "" when it cannot be read.
+func Kernel() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return ""
+	}
+	return "Linux " + strings.TrimSpace(string(b))
+}

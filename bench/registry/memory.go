@@ -1,164 +1,36 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
+
+	"github.com/discotech/disco/bench/internal/peer"
 )
-
-// peer is a server process the benchmark started: Discotech or etcd, with
-// its own temporary directory for data and logs. stop ends the process and
-// removes the directory.
-type peer struct {
-	name string
-	dir  string
-	cmd  *exec.Cmd
-	log  *os.File
-	done chan struct{} // closed when the process has exited
-	err  error         // its exit status, once done is closed
-
-	stopOnce sync.Once
-}
 
 // peersCPU adds up the CPU time of every peer stopped so far, to tell how
 // much of the machine's work during a run was neither a peer's nor the
 // benchmark's. Peers are started and stopped from one goroutine.
 var peersCPU float64
 
-// startPeer runs bin with args, its output going to dir/<name>.log.
-func startPeer(name, dir, bin string, args ...string) (*peer, error) {
-	log, err := os.Create(filepath.Join(dir, name+".log"))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		// Its own process group: a Ctrl-C at the terminal reaches only the
-		// benchmark, which then stops its peers in order.
-		Setpgid: true,
-		// If the benchmark itself is killed, the kernel kills the peer.
-		Pdeathsig: syscall.SIGKILL,
-	}
-	if err := cmd.Start(); err != nil {
-		log.Close()
-		return nil, fmt.Errorf("%s: start %s: %w", name, bin, err)
-	}
-	p := &peer{name: name, dir: dir, cmd: cmd, log: log, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	return p, nil
+// stopPeer stops p, counts its CPU time into peersCPU and removes its
+// directory: a peer's data can be large, and the next one is measured
+// without it on the disk.
+func stopPeer(p *peer.Process) {
+	p.Stop()
+	peersCPU += p.CPUSeconds()
+	os.RemoveAll(p.Dir())
 }
 
-// pid is the peer's process id.
-func (p *peer) pid() int { return p.cmd.Process.Pid }
-
-// stop asks the peer to exit (SIGTERM), kills it after 10s, and removes its
-// directory. It is safe to call more than once.
-func (p *peer) stop() {
-	p.stopOnce.Do(func() {
-		peersCPU += p.cpuSeconds()
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			fmt.Fprintf(os.Stderr, "%s: still running 10s after SIGTERM; killing it\n", p.name)
-			p.cmd.Process.Kill()
-			<-p.done
-		}
-		p.log.Close()
-		os.RemoveAll(p.dir)
-	})
-}
-
-// logTail returns the last lines of the peer's log, for error messages.
-func (p *peer) logTail() string {
-	b, _ := os.ReadFile(p.log.Name())
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return strings.Join(lines[max(0, len(lines)-15):], "\n")
-}
-
-// waitReady polls url until ok accepts the answer, the peer exits or 30s
-// pass.
-func (p *peer) waitReady(ctx context.Context, url string, ok func(status int, body []byte) bool) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var last string
-	for {
-		status, body, err := get(ctx, http.DefaultClient, url)
-		if err == nil && ok(status, body) {
-			return nil
-		}
-		last = fmt.Sprintf("%d %s", status, bytes.TrimSpace(body))
-		if err != nil {
-			last = err.Error()
-		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("%s exited before it was ready (%v); its log ends with:\n%s", p.name, p.err, p.logTail())
-		case <-ctx.Done():
-			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("%s not ready after 30s (GET %s: %s); its log ends with:\n%s", p.name, url, last, p.logTail())
-			}
-			return ctx.Err()
-		case <-tick.C:
-		}
-	}
-}
-
-// cpuSeconds is the CPU time (user + system) the peer has used: the same
-// figure Go servers export as process_cpu_seconds_total, read the same way
-// for both peers.
-func (p *peer) cpuSeconds() float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.pid()))
-	if err != nil {
-		return 0
-	}
-	// The command name (field 2) may hold spaces; fields are counted after
-	// its closing parenthesis. utime and stime are fields 14 and 15.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseFloat(f[11], 64)
-	stime, _ := strconv.ParseFloat(f[12], 64)
-	// USER_HZ is 100 on every Linux this runs on (x86-64, arm64).
-	return (utime + stime) / 100
-}
-
-// rssBytes is the peer's resident set size.
-func (p *peer) rssBytes() float64 {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.pid()))
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return kb * 1024
-		}
-	}
-	return 0
-}
+// httpOK is a WaitReady check: GET url answers 200.
+func httpOK(url string) func(context.Context) error { return peer.HTTPReady(url, "") }
 
 // get fetches url and returns the status and body.
 func get(ctx context.Context, hc *http.Client, url string) (int, []byte, error) {
@@ -251,7 +123,7 @@ func (a reading) noise() string {
 // collections as half-empty spans drain, and RSS moves by megabytes on its
 // own (freed pages go back to the OS only as the runtime's scavenger gets
 // to them): the median resists both, and the spread shows what is left.
-func readMemory(ctx context.Context, p *peer, metricsURL string, churn func(context.Context) error) (reading, error) {
+func readMemory(ctx context.Context, p *peer.Process, metricsURL string, churn func(context.Context) error) (reading, error) {
 	var rs []memory
 	for n := 0; n < 6; n++ {
 		m, err := settledMemory(ctx, p, metricsURL, churn)
@@ -290,7 +162,7 @@ func readMemory(ctx context.Context, p *peer, metricsURL string, churn func(cont
 // allocated between that collection and the reading. It then lets the
 // background sweeper return the freed spans, and reads the heap and stacks
 // from metricsURL and the RSS from /proc.
-func settledMemory(ctx context.Context, p *peer, metricsURL string, churn func(context.Context) error) (memory, error) {
+func settledMemory(ctx context.Context, p *peer.Process, metricsURL string, churn func(context.Context) error) (memory, error) {
 	const gcCount = "go_gc_duration_seconds_count"
 	m, err := scrape(ctx, metricsURL)
 	if err != nil {
@@ -330,11 +202,11 @@ func settledMemory(ctx context.Context, p *peer, metricsURL string, churn func(c
 	case ctx.Err() != nil:
 		return memory{}, ctx.Err()
 	case len(errs) > 0:
-		return memory{}, fmt.Errorf("%s: churn for a settled heap: %w", p.name, <-errs)
+		return memory{}, fmt.Errorf("%s: churn for a settled heap: %w", p.Name(), <-errs)
 	case err != nil && cctx.Err() == nil:
-		return memory{}, fmt.Errorf("%s: churn for a settled heap: %w", p.name, err)
+		return memory{}, fmt.Errorf("%s: churn for a settled heap: %w", p.Name(), err)
 	case cctx.Err() != nil:
-		fmt.Fprintf(os.Stderr, "%s: fewer than three garbage collections in 60s; memory read unsettled\n", p.name)
+		fmt.Fprintf(os.Stderr, "%s: fewer than three garbage collections in 60s; memory read unsettled\n", p.Name())
 	}
 	// Sweeping after a collection is lazy and in the background: until it
 	// is done, heap_inuse still counts spans holding only dead objects.
@@ -347,7 +219,7 @@ func settledMemory(ctx context.Context, p *peer, metricsURL string, churn func(c
 		return memory{}, err
 	}
 	return memory{
-		rss:   p.rssBytes(),
+		rss:   p.RSSBytes(),
 		heap:  m["go_memstats_heap_inuse_bytes"],
 		stack: m["go_memstats_stack_inuse_bytes"],
 	}, nil

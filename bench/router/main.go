@@ -1,0 +1,445 @@
+// Command router is the end-to-end benchmark of Discotech's router against
+// haproxy and nginx as reverse proxies: the same HTTP load, to the same
+// three backends, in the same run. It starts every peer itself (one nginx
+// process serving the three backends, `disco router` with the backends
+// announced on its admin port, haproxy, nginx as a proxy; loopback only,
+// one fresh temporary directory), gives each proxy the same number of
+// threads, and loads one path at a time: wrk with keep-alive connections
+// for the peak rate, then its own open-loop client at half of each proxy's
+// own peak for latency without coordinated omission, with the direct path
+// (no proxy) at the same rate as the floor. It prints requests/s, p50,
+// p99, the proxies' CPU per request and the ratios, and a markdown summary
+// against the aims: Discotech at least nginx's requests/s and 0.8×
+// haproxy's, with p99 added latency under 1 ms at half its peak.
+//
+// Run it from the repository root: go run ./bench/router -h
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/discotech/disco/bench/internal/cli"
+	"github.com/discotech/disco/bench/internal/figure"
+	"github.com/discotech/disco/bench/internal/nginx"
+	"github.com/discotech/disco/bench/internal/peer"
+	"github.com/discotech/disco/bench/internal/sysstat"
+	"github.com/discotech/disco/bench/internal/wrk"
+)
+
+// The paths, in the order they run and print.
+const (
+	pDirect    = "direct"
+	pDiscotech = "discotech"
+	pHaproxy   = "haproxy"
+	pNginx     = "nginx"
+)
+
+var allPaths = []string{pDirect, pDiscotech, pHaproxy, pNginx}
+
+// labels name the paths in the tables.
+var labels = map[string]string{
+	pDirect:    "direct",
+	pDiscotech: "Discotech router",
+	pHaproxy:   "haproxy",
+	pNginx:     "nginx",
+}
+
+// nBackends is how many backends every proxy spreads its load over.
+const nBackends = 3
+
+// config is the benchmark's flags.
+type config struct {
+	duration, warmup, latDuration time.Duration
+	connections, threads, procs   int
+	rate                          float64
+	timeout                       time.Duration
+	only                          string
+	keep                          bool
+	discoBin, wrkBin              string
+	nginxBin, haproxyBin          string
+}
+
+func (c *config) runs(path string) bool {
+	return c.only == "" || slices.Contains(cli.List(c.only), path)
+}
+
+func (c *config) validate() error {
+	for _, p := range cli.List(c.only) {
+		if !slices.Contains(allPaths, p) {
+			return fmt.Errorf("-only: %q is none of %s", p, strings.Join(allPaths, ", "))
+		}
+	}
+	switch {
+	case c.only != "" && len(cli.List(c.only)) == 0:
+		return errors.New("-only names nothing to run")
+	case c.duration < time.Second || c.duration%time.Second != 0:
+		return errors.New("-duration must be whole seconds, at least 1s (wrk -d takes whole seconds)")
+	case c.warmup < 0 || c.warmup%time.Second != 0:
+		return errors.New("-warmup must be 0 or whole seconds")
+	case c.latDuration < 0:
+		return errors.New("-latency-duration must not be negative (0 skips the latency runs)")
+	case c.connections < 1 || c.threads < 1 || c.threads > c.connections:
+		return errors.New("-connections and -threads must be at least 1, and -threads at most -connections")
+	case c.procs < 1:
+		return errors.New("-procs must be at least 1")
+	case c.rate < 0:
+		return errors.New("-rate must not be negative")
+	case c.timeout < 10*time.Millisecond:
+		return errors.New("-timeout must be at least 10ms")
+	}
+	return nil
+}
+
+func main() {
+	var cfg config
+	flag.DurationVar(&cfg.duration, "duration", 10*time.Second, "wrk -d: each path's peak run")
+	flag.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured wrk run of each path before the peak runs; 0 skips it")
+	flag.DurationVar(&cfg.latDuration, "latency-duration", 10*time.Second, "each fixed-rate latency run; 0 skips them")
+	flag.IntVar(&cfg.connections, "connections", 64, "wrk -c, and the fixed-rate client's connections")
+	flag.IntVar(&cfg.threads, "threads", 1, "wrk -t: load generator threads")
+	flag.IntVar(&cfg.procs, "procs", 1, "threads of every proxy: Discotech's GOMAXPROCS, haproxy's nbthread, nginx's worker_processes")
+	flag.Float64Var(&cfg.rate, "rate", 0, "requests/s of the latency runs (default: half of each proxy's own peak)")
+	flag.DurationVar(&cfg.timeout, "timeout", 2*time.Second, "a request unanswered this long is a timeout (wrk --timeout, whole seconds; and the latency runs)")
+	flag.StringVar(&cfg.only, "only", "", "run only these paths, comma-separated: "+strings.Join(allPaths, ", ")+" (default: all)")
+	flag.BoolVar(&cfg.keep, "keep", false, "keep the run's directory (configurations and logs) and print where it is")
+	flag.StringVar(&cfg.discoBin, "disco", "", "disco binary to run the router with (default: build ./cmd/disco into the run's directory)")
+	flag.StringVar(&cfg.wrkBin, "wrk", "", "wrk binary (default: wrk on PATH)")
+	flag.StringVar(&cfg.nginxBin, "nginx", "", "nginx binary, for the backends and the nginx path (default: nginx on PATH or in /usr/sbin)")
+	flag.StringVar(&cfg.haproxyBin, "haproxy", "", "haproxy binary (default: haproxy on PATH or in /usr/sbin)")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		cli.Usage("bench/router", fmt.Errorf("unexpected arguments %q", flag.Args()))
+	}
+	if err := cfg.validate(); err != nil {
+		cli.Usage("bench/router", err)
+	}
+	cli.Main("bench/router", func(ctx context.Context) error { return run(ctx, cfg, os.Stdout) })
+}
+
+// leg is one path from the load generator to the backends, and what it
+// measured.
+type leg struct {
+	key, label string
+	addr       string // where the load goes
+	proxy      *proxy // nil for the direct path
+	err        error  // why it was left out, or stopped being measured
+
+	spread map[string]int // answers to a few requests, by backend
+
+	peak    *wrk.Result
+	peakCPU cpuSplit
+	bad     string // why its peak figures do not count: errors or non-2xx answers
+
+	rate      float64      // the latency runs' rate: half its own peak, or -rate
+	lat       *pacedResult // at rate
+	latCPU    cpuSplit
+	latErr    error
+	direct    *pacedResult // the direct path at the same rate
+	directErr error
+}
+
+func (l *leg) ok() bool { return l.err == nil && l.peak != nil }
+
+func run(ctx context.Context, cfg config, out io.Writer) error {
+	e := describe(cfg)
+	tmp, err := os.MkdirTemp("", "disco-bench-router-")
+	if err != nil {
+		return err
+	}
+	if cfg.keep {
+		defer fmt.Fprintf(os.Stderr, "kept the run's directory (configurations and logs): %s\n", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+
+	wrkBin, err := peer.Find(cfg.wrkBin, "wrk", "wrk")
+	if err != nil {
+		return err
+	}
+	nginxBin, err := peer.Find(cfg.nginxBin, "nginx", "nginx-light")
+	if err != nil {
+		return fmt.Errorf("%w (nginx serves the backends of every path)", err)
+	}
+	e.wrk, e.nginx = wrk.Version(wrkBin), nginx.Version(nginxBin)
+
+	var legs []*leg
+	for _, k := range allPaths {
+		if cfg.runs(k) {
+			legs = append(legs, &leg{key: k, label: labels[k]})
+		}
+	}
+	get := func(k string) *leg {
+		for _, l := range legs {
+			if l.key == k {
+				return l
+			}
+		}
+		return nil
+	}
+
+	cli.Progress("backends: starting %s, %d backends in one process", e.nginx, nBackends)
+	be, err := startBackends(ctx, nginxBin, tmp, nBackends)
+	if err != nil {
+		return err
+	}
+	defer be.Stop()
+	cli.Progress("backends: pid %d on %s", be.Pid(), strings.Join(be.addrs, ", "))
+
+	// Each proxy in turn; one that does not start is left out, and the
+	// others still run.
+	if l := get(pDiscotech); l != nil {
+		l.proxy, l.err = setupDiscotech(ctx, cfg, tmp, be.addrs)
+	}
+	if l := get(pHaproxy); l != nil {
+		var bin string
+		if bin, l.err = peer.Find(cfg.haproxyBin, "haproxy", "haproxy"); l.err == nil {
+			e.haproxy = peer.Version("haproxy", bin, "-v")
+			cli.Progress("haproxy: starting %s, nbthread %d", e.haproxy, cfg.procs)
+			l.proxy, l.err = startHaproxy(ctx, bin, tmp, be.addrs, cfg.procs)
+		}
+	}
+	if l := get(pNginx); l != nil {
+		cli.Progress("nginx: starting %s as a proxy, worker_processes %d", e.nginx, cfg.procs)
+		l.proxy, l.err = startNginxProxy(ctx, nginxBin, tmp, be.addrs, cfg.procs)
+	}
+	for _, l := range legs {
+		switch {
+		case l.key == pDirect:
+			l.addr, l.label = be.addrs[0], "direct (to b1)"
+		case l.err != nil:
+			cli.Progress("%s: left out: %v", l.key, l.err)
+		default:
+			defer l.proxy.Stop()
+			l.addr = l.proxy.addr
+			cli.Progress("%s: pid %d on %s (%s)", l.key, l.proxy.Pid(), l.addr, l.proxy.note)
+		}
+		if l.err == nil {
+			if l.spread, l.err = spread(ctx, l.addr, 30); l.err != nil {
+				cli.Progress("%s: left out: %v", l.key, l.err)
+			}
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+
+	// The run's CPU accounting starts once every peer is up.
+	start := time.Now()
+	whole := markCPU(nil, be)
+	var loadCPU float64 // every wrk run's
+
+	w, err := wrk.New(wrkBin, tmp)
+	if err != nil {
+		return err
+	}
+	w.Threads, w.Connections = cfg.threads, cfg.connections
+	w.Timeout = max(cfg.timeout.Round(time.Second), time.Second)
+	if cfg.warmup > 0 {
+		for _, l := range legs {
+			if l.err != nil {
+				continue
+			}
+			cli.Progress("%s: warm-up, %s", l.label, cfg.warmup)
+			r, err := w.Run(ctx, "http://"+l.addr+"/", cfg.warmup, nil)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err == nil {
+				loadCPU += r.CPU
+				err = l.check(r)
+			}
+			if l.err = err; err != nil {
+				cli.Progress("%s: left out: %v", l.label, err)
+			}
+		}
+	}
+	for _, l := range legs {
+		if l.err != nil {
+			continue
+		}
+		cli.Progress("%s: peak, wrk -t%d -c%d, %s", l.label, cfg.threads, cfg.connections, cfg.duration)
+		m := markCPU(l.proxy, be)
+		r, err := w.Run(ctx, "http://"+l.addr+"/", cfg.duration, nil)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err == nil {
+			loadCPU += r.CPU
+			l.peakCPU = m.since(r.CPU)
+			err = l.check(r)
+		}
+		if l.err = err; err != nil {
+			cli.Progress("%s: left out: %v", l.label, err)
+			continue
+		}
+		l.peak = r
+		if bad := r.Errors(); bad > 0.001*r.Requests {
+			l.bad = fmt.Sprintf("%s errors in %s requests (%s)", figure.Thousands(bad), figure.Thousands(r.Requests), r.DescribeErrors())
+		}
+		cli.Progress("%s: %s/s, p50 %s, p99 %s, %s errors, %s non-2xx", l.label, figure.Thousands(r.Rate()),
+			figure.Micros(r.Latency.Quantiles(0.5)[0]), figure.Micros(r.Latency.Quantiles(0.99)[0]),
+			figure.Thousands(r.Errors()-r.StatusErrors), figure.Thousands(r.StatusErrors))
+	}
+
+	direct := get(pDirect)
+	if cfg.latDuration > 0 {
+		for _, l := range legs {
+			if l.key == pDirect || !l.ok() {
+				continue
+			}
+			l.rate = cfg.rate
+			if l.rate == 0 {
+				l.rate = l.peak.Rate() / 2
+			}
+			if direct != nil && direct.ok() {
+				cli.Progress("%s: latency at %s/s (the rate of %s), %s", direct.label, figure.Thousands(l.rate), l.key, cfg.latDuration)
+				l.direct, l.directErr = paced(ctx, direct.addr, l.rate, cfg.latDuration, cfg.connections, cfg.timeout)
+				if l.directErr == nil {
+					cli.Progress("%s: %s", direct.label, describePaced(l.direct))
+				}
+			}
+			cli.Progress("%s: latency at %s/s, %s", l.label, figure.Thousands(l.rate), cfg.latDuration)
+			m := markCPU(l.proxy, be)
+			r, err := paced(ctx, l.addr, l.rate, cfg.latDuration, cfg.connections, cfg.timeout)
+			if err == nil {
+				err = l.proxy.Err()
+			}
+			if err != nil {
+				l.latErr = err
+				cli.Progress("%s: latency run: %v", l.label, err)
+				continue
+			}
+			l.lat, l.latCPU = r, m.since(0) // the client is this process: its CPU is the benchmark's
+			cli.Progress("%s: %s", l.label, describePaced(r))
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	e.other = whole.since(loadCPU).other
+	e.wall = time.Since(start)
+
+	e.print(out)
+	fmt.Fprintf(out, "load: wrk -t%d -c%d for %s per path (keep-alive, GET / of %d bytes); latency: %d keep-alive connections, open loop, %s per run\n",
+		cfg.threads, cfg.connections, cfg.duration, len(backendBody), cfg.connections, cfg.latDuration)
+	printPeak(out, legs)
+	printLatency(out, legs)
+	printNotes(out, legs)
+	summary(out, cfg, e, legs)
+	return nil
+}
+
+// setupDiscotech finds or builds disco and starts its router.
+func setupDiscotech(ctx context.Context, cfg config, tmp string, be []string) (*proxy, error) {
+	bin := cfg.discoBin
+	if bin == "" {
+		bin = filepath.Join(tmp, "disco")
+		cli.Progress("discotech: building ./cmd/disco")
+		if err := peer.BuildDisco(ctx, bin); err != nil {
+			return nil, err
+		}
+	} else if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("-disco: %w", err)
+	}
+	cli.Progress("discotech: starting disco router, GOMAXPROCS=%d", cfg.procs)
+	return startRouter(ctx, bin, tmp, be, cfg.procs)
+}
+
+// check turns a wrk run that got no answer, or a proxy that exited, into
+// the leg's error.
+func (l *leg) check(r *wrk.Result) error {
+	if l.proxy != nil {
+		if err := l.proxy.Err(); err != nil {
+			return err
+		}
+	}
+	if r.Requests == 0 {
+		return fmt.Errorf("no request answered (errors: %s) %s", r.DescribeErrors(), r.Stderr)
+	}
+	return nil
+}
+
+// describePaced is a progress line for a latency run.
+func describePaced(r *pacedResult) string {
+	q := r.lat.Quantiles(0.5, 0.99, 0.999)
+	return fmt.Sprintf("p50 %s, p99 %s, p99.9 %s; send lag p99 %s, %d queued for a connection; %d errors, %d non-2xx, %d unanswered",
+		figure.Micros(q[0]), figure.Micros(q[1]), figure.Micros(q[2]), figure.Micros(r.lag.Quantiles(0.99)[0]), r.queued, r.errors, r.non2xx, r.unanswered)
+}
+
+// cpuMark is a reading of the CPU clocks a run is measured from.
+type cpuMark struct {
+	p                  *proxy
+	be                 *backends
+	proxy, backend     float64
+	self, busy, kernel float64
+	at                 time.Time
+}
+
+func markCPU(p *proxy, be *backends) cpuMark {
+	m := cpuMark{p: p, be: be, backend: be.CPUSeconds(),
+		self: sysstat.SelfCPUSeconds(), busy: sysstat.MachineBusySeconds(), kernel: sysstat.KernelThreadsCPU(), at: time.Now()}
+	if p != nil {
+		m.proxy = p.CPUSeconds()
+	}
+	return m
+}
+
+// cpuSplit is the CPU time each party used during a run: the proxy, the
+// backends, the load generator (wrk, or the benchmark's own client) and
+// everything else on the machine. They share the cores.
+type cpuSplit struct {
+	proxy, backend, load, other float64
+	wall                        time.Duration
+}
+
+// since is the cpuSplit from m to now. load is the CPU of the load
+// generator when it is a child that has exited (wrk); the benchmark's own
+// CPU counts as load too. other is what the machine was busy with besides
+// these and the kernel's threads.
+//
+// With tick-based CPU accounting (Debian's kernels) a softirq is charged to
+// the process it interrupted: loopback TCP's delivery to the other side's
+// socket mostly runs in the sender's context, so each party's figure
+// includes some of the delivery of what it sends.
+func (m cpuMark) since(load float64) cpuSplit {
+	c := cpuSplit{backend: m.be.CPUSeconds() - m.backend, wall: time.Since(m.at)}
+	if m.p != nil {
+		c.proxy = m.p.CPUSeconds() - m.proxy
+	}
+	c.load = load + sysstat.SelfCPUSeconds() - m.self
+	c.other = max(sysstat.MachineBusySeconds()-m.busy-(sysstat.KernelThreadsCPU()-m.kernel)-c.proxy-c.backend-c.load, 0)
+	return c
+}
+
+// env describes the run for the report.
+type env struct {
+	cli.Env
+	disco, nginx, haproxy, wrk string
+	other                      float64 // CPU seconds other processes used during the run
+	wall                       time.Duration
+}
+
+func describe(cfg config) env {
+	e := env{Env: cli.NewEnv("router"), disco: "Discotech not run", haproxy: "haproxy not run"}
+	if cfg.runs(pDiscotech) {
+		e.disco = "Discotech " + cfg.discoBin
+		if cfg.discoBin == "" {
+			e.disco = "Discotech " + peer.FirstLine("git", "describe", "--always", "--dirty")
+		}
+	}
+	return e
+}
+
+func (e env) print(w io.Writer) {
+	fmt.Fprintf(w, "\n%s\n%s\n%s, %s, %s, %s\n", e.Command, e.Machine(), e.disco, e.haproxy, e.nginx, e.wrk)
+	e.PrintBusy(w, e.wall, e.other)
+}
