@@ -144,18 +144,33 @@ func pickOtherIn(st *routeState, key uint64, tried []*member, p picker) *member 
 	return nil
 }
 
-// try sends the request to m once.
+// try sends the request to m once: plain HTTP/1.1 through the router's
+// own pool (h1Pool), upgrades, HTTPS and HTTP/2 through net/http.
 func (x *exchange) try(m *member, upgrade string) (*http.Response, time.Time, error) {
 	ro := x.st.route
 	in := x.req
-	out := in.WithContext(in.Context())
-	u := url.URL{Scheme: "http", Host: m.up.addr, Path: in.URL.Path, RawQuery: in.URL.RawQuery}
-	if in.URL.RawPath != "" {
-		u.RawPath = in.URL.RawPath
+	host := in.Host
+	switch ro.HostHeader {
+	case "":
+	case "dst":
+		host = m.up.addr
+	default:
+		host = ro.HostHeader
 	}
+	if (ro.Proto == "http" || ro.Proto == "") && upgrade == "" {
+		o := outbound{in: in, addr: m.up.addr, uri: x.target(), host: host, length: in.ContentLength}
+		if x.body != nil {
+			o.body = x.body
+		}
+		began := m.b.Begin()
+		resp, err := x.r.h1.roundTrip(&o)
+		return resp, began, err
+	}
+	out := in.WithContext(in.Context())
+	u := url.URL{Scheme: "http", Host: m.up.addr, Path: in.URL.Path, RawPath: in.URL.RawPath, RawQuery: in.URL.RawQuery}
 	if ro.Strip != "" || ro.Prepend != "" {
-		u.Path = ro.Rewrite(in.URL.Path)
-		if u.RawPath != "" {
+		u.Path, u.RawPath = ro.Rewrite(in.URL.Path), ""
+		if in.URL.RawPath != "" {
 			u.RawPath = ro.Rewrite(in.URL.RawPath)
 		}
 	}
@@ -172,19 +187,27 @@ func (x *exchange) try(m *member, upgrade string) (*http.Response, time.Time, er
 	out.URL = &u
 	out.RequestURI = ""
 	out.Close = false
-	switch ro.HostHeader {
-	case "":
-	case "dst":
-		out.Host = m.up.addr
-	default:
-		out.Host = ro.HostHeader
-	}
+	out.Host = host
 	if x.body != nil {
 		out.Body = x.body
 	}
 	began := m.b.Begin()
 	resp, err := transport.RoundTrip(out)
 	return resp, began, err
+}
+
+// target is the request target the backend gets: the client's, with the
+// route's strip and prepend applied.
+func (x *exchange) target() string {
+	ro, in := x.st.route, x.req
+	if ro.Strip == "" && ro.Prepend == "" && strings.HasPrefix(in.RequestURI, "/") {
+		return in.RequestURI
+	}
+	u := url.URL{Path: ro.Rewrite(in.URL.Path), RawQuery: in.URL.RawQuery}
+	if in.URL.RawPath != "" {
+		u.RawPath = ro.Rewrite(in.URL.RawPath)
+	}
+	return u.RequestURI()
 }
 
 // judge records a try's outcome in the pool and says whether, and why, to
@@ -196,8 +219,9 @@ func (x *exchange) judge(m *member, resp *http.Response, err error, began time.T
 	var retry string
 	ok := true
 	switch {
-	case err != nil && x.req.Context().Err() != nil:
-		// The client went away: not the backend's fault.
+	case err != nil && (x.req.Context().Err() != nil || errors.As(err, new(*bodyError))):
+		// The client went away, or its body broke off: not the
+		// backend's fault.
 		m.b.End(began)
 		return "", err
 	case err != nil:
@@ -329,6 +353,10 @@ func (x *exchange) failed(m *member, err error) {
 	switch {
 	case x.req.Context().Err() != nil:
 		x.finish(499, 0) // nginx's "client closed request", for the log
+		return
+	case errors.As(err, new(*bodyError)):
+		x.finish(http.StatusBadRequest, 0)
+		plainError(x.w, http.StatusBadRequest, "discotech: "+err.Error(), 0)
 		return
 	case isTimeout(err):
 		code, what = http.StatusGatewayTimeout, "did not answer in time"

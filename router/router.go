@@ -157,7 +157,8 @@ type Router struct {
 	ready     bool // the first table is applied: later backends slow-start
 
 	poller    *balance.Poller
-	transport *http.Transport // HTTP/1.1 to backends
+	h1        *h1Pool         // plain HTTP/1.1 to backends
+	transport *http.Transport // HTTP/1.1 upgrades
 	insecure  *http.Transport // https backends with tlsskipverify=true
 	h2c       *http.Transport // proto=grpc: cleartext HTTP/2
 	access    *accessLog
@@ -191,6 +192,7 @@ func New(cfg Config) (*Router, error) {
 	r.m = newMetrics(r.reg, r)
 	r.table.Store(route.New(overrides))
 	r.transport, r.insecure, r.h2c = r.transports()
+	r.h1 = newH1Pool(cfg.ConnectTimeout, cfg.TryTimeout)
 	r.poller = &balance.Poller{Interval: cfg.VitalsInterval, Report: r.vitals}
 	if cfg.Server != "" {
 		r.specs = append(r.specs, "disco+"+cfg.Server)
@@ -303,6 +305,7 @@ func (r *Router) Serve(ctx context.Context, ls Listeners) error {
 	r.closeTCP()
 	r.bg.Wait()
 	r.poller.Close()
+	r.h1.closeIdle()
 	r.transport.CloseIdleConnections()
 	r.insecure.CloseIdleConnections()
 	r.h2c.CloseIdleConnections()

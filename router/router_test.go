@@ -134,7 +134,9 @@ func TestAnnouncedBackendsServeTheCatchAll(t *testing.T) {
 			t.Fatalf("backend saw %q", body)
 		}
 	}
-	if seen["a"] < 40 || seen["b"] < 40 {
+	// P2C sends more to whichever answers faster, but a draw of the same
+	// backend twice (a quarter of picks) still reaches the slower one.
+	if seen["a"] < 10 || seen["b"] < 10 {
 		t.Errorf("picks %v, want both backends used", seen)
 	}
 	// Withdrawn: no route any more.
