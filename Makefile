@@ -62,6 +62,7 @@ bench: bench-go
 	$(GO) run ./bench/propagation
 	$(GO) run ./bench/transparent
 	$(GO) run ./bench/prefetch
+	$(GO) run ./bench/router
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...

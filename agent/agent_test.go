@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -298,25 +299,9 @@ func TestFailureReportsEject(t *testing.T) {
 	a := runAgent(t, cfg)
 
 	weights := func() string {
-		svcs, _ := shmtable.Read(cfg.Table)
-		var out []string
-		for _, s := range svcs {
-			for _, b := range s.Backends {
-				out = append(out, fmt.Sprintf("%s=%d", b.Addr, b.Weight))
-			}
-		}
-		return strings.Join(out, " ")
+		return tableWeights(cfg.Table, func(b shmtable.Backend) string { return b.Addr.String() })
 	}
-	waitWeights := func(want string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for weights() != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("table weights %q, want %q", weights(), want)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
+	waitWeights := func(want string) { t.Helper(); waitTable(t, weights, want) }
 	waitWeights("10.0.1.1=100 10.0.1.2=100 10.0.1.3=100 10.0.1.4=100")
 	c, err := net.Dial("udp", a.reports.LocalAddr().String())
 	if err != nil {
@@ -384,25 +369,9 @@ func TestVitalsSetTableWeights(t *testing.T) {
 	cfg.VitalsInterval = 20 * time.Millisecond
 	runAgent(t, cfg)
 	weights := func() string {
-		svcs, _ := shmtable.Read(cfg.Table)
-		var out []string
-		for _, s := range svcs {
-			for _, b := range s.Backends {
-				out = append(out, fmt.Sprintf("%d=%d", b.Port, b.Weight))
-			}
-		}
-		return strings.Join(out, " ")
+		return tableWeights(cfg.Table, func(b shmtable.Backend) string { return strconv.Itoa(int(b.Port)) })
 	}
-	waitWeights := func(want string) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for weights() != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("table weights %q, want %q", weights(), want)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
+	waitWeights := func(want string) { t.Helper(); waitTable(t, weights, want) }
 	waitWeights("8001=100 8002=100 8003=100")
 	// ready:false takes w1 out within a poll.
 	ready[0].Store(false)
@@ -418,4 +387,29 @@ func TestVitalsSetTableWeights(t *testing.T) {
 	ready[1].Store(true)
 	cpu.Store(0)
 	waitWeights("8001=100 8002=100 8003=100")
+}
+
+// tableWeights renders the table's backends as "NAME=WEIGHT ...", each
+// backend named by name.
+func tableWeights(path string, name func(shmtable.Backend) string) string {
+	svcs, _ := shmtable.Read(path)
+	var out []string
+	for _, s := range svcs {
+		for _, b := range s.Backends {
+			out = append(out, fmt.Sprintf("%s=%d", name(b), b.Weight))
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// waitTable polls weights until it says want, or fails the test.
+func waitTable(t *testing.T, weights func() string, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for weights() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("table weights %q, want %q", weights(), want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
