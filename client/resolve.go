@@ -40,6 +40,7 @@ type Resolver struct {
 	synced chan struct{} // closed at the first full state
 
 	mu       sync.Mutex
+	watchers map[string]map[*watcher]bool // by service
 	services map[string][]*catalog.Instance
 	pools    map[string]*balance.Pool    // by "tag.service" or "service"; dropped when the service changes
 	backends map[string]*balance.Backend // by service/id@addr, so figures outlive pools
@@ -56,7 +57,7 @@ func NewResolver(c *Client) *Resolver {
 		Full: func(all map[string][]*catalog.Instance) {
 			r.mu.Lock()
 			r.services, r.pools, r.lastErr = all, map[string]*balance.Pool{}, nil
-			r.mu.Unlock()
+			r.notify(nil)
 			select {
 			case <-r.synced:
 			default:
@@ -75,7 +76,7 @@ func NewResolver(c *Client) *Resolver {
 					delete(r.pools, key)
 				}
 			}
-			r.mu.Unlock()
+			r.notify([]string{service})
 		},
 		Failed: func(err error) {
 			r.mu.Lock()
@@ -88,6 +89,71 @@ func NewResolver(c *Client) *Resolver {
 		f.Run(ctx)
 	}()
 	return r
+}
+
+// watcher is one Watch call's callback.
+type watcher struct {
+	tag string
+	fn  func([]*catalog.Instance)
+	mu  sync.Mutex // one call at a time, in order
+}
+
+// Watch calls fn with the passing instances of service (carrying tag, when
+// not "") once the registry has answered, and again after every change,
+// until stop is called. Calls come one at a time, from the resolver's
+// goroutine; fn must not block for long.
+func (r *Resolver) Watch(service, tag string, fn func([]*catalog.Instance)) (stop func()) {
+	w := &watcher{tag: tag, fn: fn}
+	r.mu.Lock()
+	if r.watchers == nil {
+		r.watchers = map[string]map[*watcher]bool{}
+	}
+	if r.watchers[service] == nil {
+		r.watchers[service] = map[*watcher]bool{}
+	}
+	r.watchers[service][w] = true
+	synced := false
+	select {
+	case <-r.synced:
+		synced = true
+	default:
+	}
+	ins := passing(r.services[service], tag)
+	r.mu.Unlock()
+	if synced {
+		w.mu.Lock()
+		fn(ins)
+		w.mu.Unlock()
+	}
+	return func() {
+		r.mu.Lock()
+		delete(r.watchers[service], w)
+		r.mu.Unlock()
+	}
+}
+
+// notify tells the watchers of services (nil: every service) what they
+// have now, and unlocks r.mu.
+func (r *Resolver) notify(services []string) {
+	type call struct {
+		w   *watcher
+		ins []*catalog.Instance
+	}
+	var calls []call
+	for svc, ws := range r.watchers {
+		if services != nil && svc != services[0] {
+			continue
+		}
+		for w := range ws {
+			calls = append(calls, call{w, passing(r.services[svc], w.tag)})
+		}
+	}
+	r.mu.Unlock()
+	for _, c := range calls {
+		c.w.mu.Lock()
+		c.w.fn(c.ins)
+		c.w.mu.Unlock()
+	}
 }
 
 // Close stops following the registry.
