@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -28,6 +29,8 @@ type devConfig struct {
 	// RouterListen runs no router.
 	RouterListen string `yaml:"router-listen"`
 	RouterAdmin  string `yaml:"router-admin"`
+	// NoDemo runs no demo backends.
+	NoDemo bool `yaml:"no-demo"`
 }
 
 func newDevCmd(g *globals) *cobra.Command {
@@ -70,6 +73,7 @@ what to try next.`,
 	f.StringVar(&cfg.Table, "table", cfg.Table, "the shared-memory table the agent writes for libdisco.so (empty: none)")
 	f.StringVar(&cfg.RouterListen, "router-listen", cfg.RouterListen, "the router's traffic address (empty: no router)")
 	f.StringVar(&cfg.RouterAdmin, "router-admin", cfg.RouterAdmin, "the router's admin address")
+	f.BoolVar(&cfg.NoDemo, "no-demo", cfg.NoDemo, "start no demo backends (three instances of web)")
 	return cmd
 }
 
@@ -95,7 +99,6 @@ func runDev(ctx context.Context, cfg devConfig, out io.Writer) error {
 	// the server's DNS is the one DNS.
 	var ag *agent.Agent
 	var al net.Listener
-	agentLine := ""
 	if cfg.AgentHTTP != "" {
 		ac := agent.DefaultConfig()
 		ac.Sources = []string{"disco+" + api}
@@ -112,11 +115,9 @@ func runDev(ctx context.Context, cfg devConfig, out io.Writer) error {
 			l.Close()
 			return fmt.Errorf("dev: %w", err)
 		}
-		agentLine = fmt.Sprintf("  agent status   http://%s/v1/agent/status\n", al.Addr())
 	}
 	var rt *router.Router
 	var rls router.Listeners
-	routerLine := ""
 	if cfg.RouterListen != "" {
 		rcfg := router.DefaultConfig()
 		rcfg.Server = api
@@ -133,24 +134,19 @@ func runDev(ctx context.Context, cfg devConfig, out io.Writer) error {
 			}
 			return fmt.Errorf("dev: %w", err)
 		}
-		routerLine = fmt.Sprintf("  router         http://%s/   (routes from urlprefix- tags)\n  router admin   http://%s/   (routes, backends, announce)\n", rls.Traffic.Addr(), rls.Admin.Addr())
 	}
-	fmt.Fprintf(out, `
-Discotech dev is running.
-  registry API   %[1]s   (data in %[2]s)
-  metrics        %[1]s/metrics
-%[3]s%[5]s%[7]s
-Try, in another terminal:
-  disco register web 127.0.0.1:8080 --tag v1 --tag urlprefix-/ --ttl 10s   # keeps heartbeating until Ctrl-C
-  disco services
-  disco instances web
-  disco watch web
-  curl -s %[1]s/v1/services/web
-%[4]s%[6]s%[8]s
-Ctrl-C stops it.
-`, api, cfg.DataDir, dnsLine(srv.DNSAddr()), digLines(srv.DNSAddr()), agentLine, execLine(ag != nil && cfg.Table != "", cfg.Table), routerLine, curlLine(rls))
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
+	var demoWait func()
+	if !cfg.NoDemo {
+		if demoWait, err = startDemo(ctx, api, cfg.Logger); err != nil {
+			return fmt.Errorf("dev: the demo: %w", err)
+		}
+	}
+	fmt.Fprint(out, banner(bannerInfo{
+		api: api, dataDir: cfg.DataDir, dns: srv.DNSAddr(), agent: al, router: rls,
+		table: cfg.Table, exec: ag != nil && cfg.Table != "", demo: !cfg.NoDemo, self: selfName(),
+	}))
 	// The agent and the router run beside the server; the first to fail
 	// stops them all.
 	var hosts []func(context.Context) error
@@ -175,43 +171,79 @@ Ctrl-C stops it.
 			err = herr
 		}
 	}
+	if demoWait != nil {
+		demoWait()
+	}
 	return err
 }
 
-// curlLine is the request to try through the router.
-func curlLine(ls router.Listeners) string {
-	if ls.Traffic == nil {
-		return ""
-	}
-	return fmt.Sprintf("  curl -s http://%s/   # through the router, to a backend tagged urlprefix-/\n", ls.Traffic.Addr())
+// bannerInfo is what disco dev's banner tells of.
+type bannerInfo struct {
+	api, dataDir, dns, table string
+	agent                    net.Listener // nil without an agent
+	router                   router.Listeners
+	exec, demo               bool
+	self                     string // how to run disco again: bin/disco, disco
 }
 
-// execLine is the interception to try, when the agent writes a table.
-func execLine(on bool, table string) string {
-	if !on {
-		return ""
+// banner is what disco dev prints at start: where everything is, and
+// commands to try, each runnable as printed (the e2e test runs them).
+func banner(b bannerInfo) string {
+	var w strings.Builder
+	fmt.Fprintf(&w, "\nDiscotech dev is running.\n")
+	fmt.Fprintf(&w, "  registry API   %s   (data in %s)\n", b.api, b.dataDir)
+	fmt.Fprintf(&w, "  metrics        %s/metrics\n", b.api)
+	if b.dns != "" {
+		fmt.Fprintf(&w, "  DNS            %s   (UDP and TCP)\n", b.dns)
 	}
-	flag := ""
-	if table != shmtable.DefaultPath {
-		flag = " --table " + table
+	if b.agent != nil {
+		fmt.Fprintf(&w, "  agent status   http://%s/v1/agent/status\n", b.agent.Addr())
 	}
-	return fmt.Sprintf("  disco exec%s -- curl -s http://web.service.disco:8080/   # connect() goes straight to a backend\n", flag)
+	routerURL, adminURL := "", ""
+	if b.router.Traffic != nil {
+		routerURL, adminURL = "http://"+b.router.Traffic.Addr().String(), "http://"+b.router.Admin.Addr().String()
+		fmt.Fprintf(&w, "  router         %s/   (routes from urlprefix- tags)\n", routerURL)
+		fmt.Fprintf(&w, "  router admin   %s/   (its page: routes, backends; announce)\n", adminURL)
+	}
+	try := func(cmd, comment string) { fmt.Fprintf(&w, "  %-58s # %s\n", cmd, comment) }
+	if b.demo {
+		fmt.Fprintf(&w, "\nThe demo: three backends of web, built with the Go SDK (examples/backend):\nweb-1 and web-2 tagged v1, web-3 tagged v2; each heartbeats and serves vitals.\n")
+	}
+	fmt.Fprintf(&w, "\nTry, in another terminal:\n")
+	if !b.demo {
+		try(b.self+" register web 127.0.0.1:8080 --tag urlprefix-/ --ttl 10s", "keeps heartbeating until Ctrl-C")
+	}
+	if routerURL != "" {
+		try("curl -s "+routerURL+"/", "through the router, to a backend of web")
+		if b.demo {
+			try("curl -s "+routerURL+"/v2/", "only web-3 (v2): urlprefix-/v2 strip=/v2")
+		}
+	}
+	if host, port, err := net.SplitHostPort(b.dns); err == nil {
+		try(fmt.Sprintf("dig @%s -p %s +short web.service.disco", host, port), "DNS: the backends' addresses")
+		try(fmt.Sprintf("dig @%s -p %s +short SRV _web._tcp.service.disco", host, port), "DNS: SRV, with ports and weights")
+	}
+	if b.exec {
+		flag := ""
+		if b.table != shmtable.DefaultPath {
+			flag = " --table " + b.table
+		}
+		try(b.self+" exec"+flag+" -- curl -s http://web.service.disco/", "connect() goes straight to a backend")
+	}
+	try(b.self+" --server "+b.api+" instances web", "the registry's view")
+	try("curl -s "+b.api+"/v1/services/web", "the same, as JSON")
+	if adminURL != "" {
+		try("curl -s "+adminURL+"/backends", "the router's view: weights, latency, vitals")
+	}
+	fmt.Fprintf(&w, "\nCtrl-C stops it.\n")
+	return w.String()
 }
 
-func dnsLine(addr string) string {
-	if addr == "" {
-		return ""
+// selfName is how to run this binary again from the working directory:
+// as invoked when that was a path (bin/disco), else "disco".
+func selfName() string {
+	if strings.Contains(os.Args[0], "/") && !strings.HasPrefix(os.Args[0], "/tmp/go-build") {
+		return os.Args[0]
 	}
-	return fmt.Sprintf("  DNS            %s   (UDP and TCP)\n", addr)
-}
-
-// digLines are the DNS queries to try, against addr.
-func digLines(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return ""
-	}
-	return fmt.Sprintf(`  dig @%[1]s -p %[2]s +short web.service.disco
-  dig @%[1]s -p %[2]s +short SRV _web._tcp.service.disco
-`, host, port)
+	return "disco"
 }
