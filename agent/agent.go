@@ -6,7 +6,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +23,7 @@ import (
 	"github.com/discotech/disco/catalog"
 	"github.com/discotech/disco/dnsserver"
 	"github.com/discotech/disco/guard"
+	"github.com/discotech/disco/internal/httpjson"
 	"github.com/discotech/disco/magicip"
 	"github.com/discotech/disco/shmtable"
 	"github.com/discotech/disco/source"
@@ -358,10 +358,5 @@ func (a *Agent) Status() Status {
 	return st
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
+// writeJSON answers v as indented JSON.
+func writeJSON(w http.ResponseWriter, code int, v any) { httpjson.Write(w, code, v) }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/discotech/disco/catalog"
+	"github.com/discotech/disco/internal/httpstatus"
 )
 
 // Vitals is what a backend reports about itself (the contract's vitals
@@ -73,38 +74,15 @@ func (v *Vitals) Middleware(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		v.inflight.Add(1)
 		defer v.inflight.Add(-1)
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		sw := httpstatus.New(w)
 		defer func() {
-			if sw.status >= 500 {
+			if sw.Status >= 500 {
 				v.failed.Add(1)
 			}
 		}()
 		h.ServeHTTP(sw, r)
 	})
 }
-
-// statusWriter remembers the status a handler answered with.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-	wrote  bool
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if !w.wrote {
-		w.status, w.wrote = code, true
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	w.wrote = true
-	return w.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach the connection (flush,
-// hijack, deadlines).
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Snapshot reads the figures now. CPU usage is the process's share of the
 // machine's CPUs since the previous snapshot; memory usage its resident

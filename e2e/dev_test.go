@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,7 +30,7 @@ func TestMakeDevAsTheREADMESays(t *testing.T) {
 		t.Fatal("the README no longer starts with make dev; update this test")
 	}
 
-	var out lockedBuffer
+	var out testpeer.Buffer
 	cmd := exec.Command("make", "dev")
 	cmd.Dir = root
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -127,23 +126,4 @@ func tryCommands(banner string) []string {
 		}
 	}
 	return cmds
-}
-
-// lockedBuffer is an output buffer written by a process and read by the
-// test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -2,7 +2,6 @@ package router
 
 import (
 	"bytes"
-	"encoding/json"
 	"html/template"
 	"net/http"
 	"slices"
@@ -12,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/discotech/disco/catalog"
+	"github.com/discotech/disco/internal/httpjson"
 )
 
 // AdminHandler serves the admin port: the announce protocol (POST
@@ -204,11 +204,5 @@ func (r *Router) page(w http.ResponseWriter, req *http.Request) {
 	w.Write(buf.Bytes())
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.SetEscapeHTML(false)
-	enc.Encode(v)
-}
+// writeJSON answers v as indented JSON.
+func writeJSON(w http.ResponseWriter, code int, v any) { httpjson.Write(w, code, v) }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/discotech/disco/catalog"
 	"github.com/discotech/disco/internal/httpjson"
+	"github.com/discotech/disco/internal/httpstatus"
 	"github.com/discotech/disco/registry"
 )
 
@@ -82,11 +83,11 @@ func (s *Server) measure(route string, h http.HandlerFunc) http.Handler {
 	var codes sync.Map // int → prometheus.Counter
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		sw := httpstatus.New(w)
 		h(sw, r)
-		c, ok := codes.Load(sw.status)
+		c, ok := codes.Load(sw.Status)
 		if !ok {
-			c, _ = codes.LoadOrStore(sw.status, s.metrics.requests.WithLabelValues(route, strconv.Itoa(sw.status)))
+			c, _ = codes.LoadOrStore(sw.Status, s.metrics.requests.WithLabelValues(route, strconv.Itoa(sw.Status)))
 		}
 		c.(prometheus.Counter).Inc()
 		latency.Observe(time.Since(start).Seconds())
@@ -117,25 +118,3 @@ func (s *Server) unmatched(mux *http.ServeMux, w http.ResponseWriter, r *http.Re
 // jsonType is the Content-Type of every JSON answer, set without the
 // canonicalising Header.Set on hot paths.
 var jsonType = []string{"application/json"}
-
-// statusWriter records the status of a response for the metrics.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-	wrote  bool
-}
-
-func (w *statusWriter) WriteHeader(status int) {
-	if !w.wrote {
-		w.status, w.wrote = status, true
-	}
-	w.ResponseWriter.WriteHeader(status)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	w.wrote = true
-	return w.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach Flush and SetWriteDeadline.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

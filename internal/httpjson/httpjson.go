@@ -88,3 +88,14 @@ func jsonKind(kind string) string {
 	}
 	return kind
 }
+
+// Write answers v as indented JSON with status code, for endpoints people
+// read (status pages, admin ports).
+func Write(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}

@@ -78,7 +78,7 @@ func Need(t testing.TB, cmd string) string {
 type Process struct {
 	name string // the program and its arguments, for messages
 	cmd  *exec.Cmd
-	out  *buffer
+	out  *Buffer
 	done chan struct{} // closed once the process has exited
 }
 
@@ -90,7 +90,7 @@ func Start(t testing.TB, name string, args ...string) *Process {
 	p := &Process{
 		name: strings.Join(append([]string{filepath.Base(name)}, args...), " "),
 		cmd:  exec.Command(name, args...),
-		out:  &buffer{},
+		out:  &Buffer{},
 		done: make(chan struct{}),
 	}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
@@ -155,19 +155,19 @@ func WaitUntil(t testing.TB, what string, timeout time.Duration, cond func() boo
 	}
 }
 
-// buffer is a bytes.Buffer that a process writes while a test reads it.
-type buffer struct {
+// Buffer is a bytes.Buffer that a process writes while a test reads it.
+type Buffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *buffer) Write(p []byte) (int, error) {
+func (b *Buffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *buffer) String() string {
+func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
