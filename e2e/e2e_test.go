@@ -156,13 +156,13 @@ type devProc struct {
 	router string // its router's traffic address
 }
 
-// startDev runs disco dev with every port free and the table at table,
+// startDev runs disco dev, without its demo, with every port free and the table at table,
 // and returns it once the registry is ready.
 func startDev(t *testing.T, httpAddr, table string, args ...string) devProc {
 	t.Helper()
 	d := devProc{router: testpeer.FreePort(t)}
 	d.Process = run(t, append([]string{"dev", "--http", httpAddr, "--dns", testpeer.FreeUDPTCPPort(t), "--agent-http", testpeer.FreePort(t),
-		"--table", table, "--router-listen", d.router, "--router-admin", testpeer.FreePort(t)}, args...)...)
+		"--table", table, "--router-listen", d.router, "--router-admin", testpeer.FreePort(t), "--no-demo"}, args...)...)
 	waitReady(t, httpAddr, d.Process)
 	return d
 }
