@@ -156,8 +156,8 @@ type devProc struct {
 	router string // its router's traffic address
 }
 
-// startDev runs disco dev, without its demo, with every port free and the table at table,
-// and returns it once the registry is ready.
+// startDev runs disco dev without its demo, with every port free and the
+// table at table, and returns it once the registry is ready.
 func startDev(t *testing.T, httpAddr, table string, args ...string) devProc {
 	t.Helper()
 	d := devProc{router: testpeer.FreePort(t)}

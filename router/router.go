@@ -263,8 +263,12 @@ func (r *Router) Serve(ctx context.Context, ls Listeners) error {
 	}
 	traffic.Protocols = new(http.Protocols)
 	traffic.Protocols.SetHTTP1(true)
+	// Without TLS, the router's own HTTP/1.1 server (front.go) takes the
+	// port and hands h2c connections to net/http's.
+	var front *frontServer
 	if r.cfg.TLSCert == "" {
 		traffic.Protocols.SetUnencryptedHTTP2(true)
+		front = newFrontServer(traffic)
 	} else {
 		traffic.Protocols.SetHTTP2(true)
 		cert, err := tls.LoadX509KeyPair(r.cfg.TLSCert, r.cfg.TLSKey)
@@ -282,11 +286,11 @@ func (r *Router) Serve(ctx context.Context, ls Listeners) error {
 	}
 	errc := make(chan error, 2)
 	go func() {
-		if r.cfg.TLSCert != "" {
+		if front == nil {
 			errc <- traffic.ServeTLS(ls.Traffic, "", "")
 			return
 		}
-		errc <- traffic.Serve(ls.Traffic)
+		errc <- front.Serve(ls.Traffic)
 	}()
 	go func() { errc <- admin.Serve(ls.Admin) }()
 	r.log.Info("router running", "listen", ls.Traffic.Addr().String(), "admin", ls.Admin.Addr().String(), "sources", len(r.sources))
@@ -298,7 +302,11 @@ func (r *Router) Serve(ctx context.Context, ls Listeners) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	traffic.Shutdown(sctx)
+	if front != nil {
+		front.Shutdown(sctx)
+	} else {
+		traffic.Shutdown(sctx)
+	}
 	admin.Shutdown(sctx)
 	stop()
 	wg.Wait()

@@ -25,6 +25,9 @@ import (
 type testRouter struct {
 	*Router
 	url, admin string
+	// shutdown ends Serve and returns what it returned; it may be called
+	// more than once.
+	shutdown func() error
 }
 
 func startRouter(t *testing.T, tweak func(*Config)) *testRouter {
@@ -48,13 +51,16 @@ func startRouter(t *testing.T, tweak func(*Config)) *testRouter {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Serve(ctx, ls) }()
-	t.Cleanup(func() {
+	shutdown := sync.OnceValue(func() error {
 		cancel()
-		if err := <-done; err != nil {
+		return <-done
+	})
+	t.Cleanup(func() {
+		if err := shutdown(); err != nil {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return &testRouter{Router: r, url: "http://" + ls.Traffic.Addr().String(), admin: "http://" + ls.Admin.Addr().String()}
+	return &testRouter{Router: r, url: "http://" + ls.Traffic.Addr().String(), admin: "http://" + ls.Admin.Addr().String(), shutdown: shutdown}
 }
 
 // announce POSTs body to /register and returns the status and body.
