@@ -251,10 +251,17 @@ func (r *Resolver) pool(service, tag string) *balance.Pool {
 	return p
 }
 
-// Dial connects to a backend of the service named by address (see
+// Dial connects over TCP to a backend of the service named by name ("web",
+// "v2.web.service.disco"): DialContext(ctx, "tcp", name).
+func (r *Resolver) Dial(ctx context.Context, name string) (net.Conn, error) {
+	return r.DialContext(ctx, "tcp", name)
+}
+
+// DialContext connects to a backend of the service named by address (see
 // Resolver), trying up to three when they refuse. A name that is not a
-// service's is dialled as it is.
-func (r *Resolver) Dial(ctx context.Context, network, address string) (net.Conn, error) {
+// service's is dialled as it is. Its signature is net.Dialer's, for
+// http.Transport and the like.
+func (r *Resolver) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
 	service, tag, ok := r.Parse(address)
 	if !ok {
 		return plainDial(ctx, network, address)
@@ -325,7 +332,7 @@ func (c *countedConn) Close() error {
 // anew.
 func (r *Resolver) Transport() *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.DialContext = r.Dial
+	t.DialContext = r.DialContext
 	t.MaxIdleConnsPerHost = 64
 	return t
 }

@@ -317,7 +317,7 @@ func TestResolverTransportSpreadsAndFollowsChanges(t *testing.T) {
 			t.Fatal("a deregistered backend got a request")
 		}
 	}
-	if _, err := r.Dial(context.Background(), "tcp", "nosuch.service.disco:80"); !errors.Is(err, client.ErrNoBackend) {
+	if _, err := r.Dial(context.Background(), "nosuch.service.disco"); !errors.Is(err, client.ErrNoBackend) {
 		t.Errorf("dialling a service with no backend: %v", err)
 	}
 	// Names that are not services' are dialled as they are.
