@@ -53,9 +53,9 @@ func newH1Pool(connect, try time.Duration) *h1Pool {
 }
 
 // get returns an idle connection to addr that is still open, or a new one.
-func (p *h1Pool) get(ctx context.Context, addr string) (*h1Conn, bool, error) {
+func (p *h1Pool) get(ctx context.Context, addr string, fresh bool) (*h1Conn, bool, error) {
 	now := time.Now()
-	for {
+	for !fresh {
 		p.mu.Lock()
 		list := p.idle[addr]
 		if len(list) == 0 {
@@ -134,7 +134,7 @@ type outbound struct {
 	addr   string        // the backend, HOST:PORT
 	uri    string        // request target: path and query
 	host   string        // Host header
-	body   io.Reader     // nil for none
+	body   *replayable   // nil for none
 	length int64         // body length, -1 for unknown (chunked)
 }
 
@@ -143,29 +143,43 @@ type outbound struct {
 // is read to the end.
 func (p *h1Pool) roundTrip(o *outbound) (*http.Response, error) {
 	ctx := o.in.Context()
-	hc, reused, err := p.get(ctx, o.addr)
-	if err != nil {
-		return nil, err
-	}
-	stop := context.AfterFunc(ctx, func() { hc.c.SetDeadline(time.Unix(1, 0)) })
-	resp, err := p.exchange(hc, o)
-	if !stop() {
-		// The client went away: the connection is in an unknown state.
-		if resp != nil {
-			resp.Body.Close()
+	for fresh := false; ; fresh = true {
+		hc, reused, err := p.get(ctx, o.addr, fresh)
+		if err != nil {
+			return nil, err
+		}
+		stop := context.AfterFunc(ctx, func() { hc.c.SetDeadline(time.Unix(1, 0)) })
+		resp, err := p.exchange(hc, o)
+		if !stop() {
+			// The client went away: the connection is in an unknown state.
+			if resp != nil {
+				resp.Body.Close()
+			}
+			hc.c.Close()
+			return nil, ctx.Err()
+		}
+		if err == nil {
+			return resp, nil
 		}
 		hc.c.Close()
-		return nil, ctx.Err()
-	}
-	if err != nil {
-		hc.c.Close()
-		var be *bodyError
-		if reused && !errors.As(err, &be) && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+		if !reused || !stale(err) {
+			return nil, err
+		}
+		// The backend had closed the kept-alive connection: the request
+		// never reached it. Once more on a new connection, if its body
+		// can be sent again (a kept body always can); else another
+		// backend may take it.
+		if fresh || o.body.touched() {
 			return nil, &dialError{addr: o.addr, err: errStale}
 		}
-		return nil, err
 	}
-	return resp, nil
+}
+
+// stale reports whether err, on a kept-alive connection, says the backend
+// had closed it before answering anything.
+func stale(err error) bool {
+	var be *bodyError
+	return !errors.As(err, &be) && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
 }
 
 // exchange writes the request and reads the response head on hc.
@@ -206,7 +220,7 @@ func (p *h1Pool) exchange(hc *h1Conn, o *outbound) (*http.Response, error) {
 	}
 	bw.WriteString("\r\n")
 	if o.body != nil {
-		if err := writeBody(bw, o.body, o.length, chunked); err != nil {
+		if err := writeBody(bw, o.body.reader(), o.length, chunked); err != nil {
 			return nil, err
 		}
 	}
@@ -215,6 +229,15 @@ func (p *h1Pool) exchange(hc *h1Conn, o *outbound) (*http.Response, error) {
 	}
 	if p.tryTimeout > 0 {
 		hc.c.SetReadDeadline(time.Now().Add(p.tryTimeout))
+	}
+	// The first byte on its own: http.ReadResponse reports a connection
+	// closed before it as io.ErrUnexpectedEOF, like one closed mid-answer,
+	// and only the first is safe to try again.
+	if _, err := hc.br.Peek(1); err != nil {
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			return nil, errTryTimeout
+		}
+		return nil, err
 	}
 	for {
 		resp, err := http.ReadResponse(hc.br, o.in)

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -66,7 +67,13 @@ func (x *exchange) serve() {
 	upgrade := upgradeType(req.Header)
 	prepareHeader(req, upgrade)
 	if req.Body != nil && req.Body != http.NoBody {
-		x.body = &replayable{rc: req.Body}
+		b, err := newReplayable(req)
+		if err != nil {
+			x.finish(http.StatusBadRequest, 0)
+			plainError(x.w, http.StatusBadRequest, "discotech: "+err.Error(), 0)
+			return
+		}
+		x.body = b
 	}
 	var tried [maxTries]*member
 	statusRetried := false
@@ -159,9 +166,7 @@ func (x *exchange) try(m *member, upgrade string) (*http.Response, time.Time, er
 	}
 	if (ro.Proto == "http" || ro.Proto == "") && upgrade == "" {
 		o := outbound{in: in, addr: m.up.addr, uri: x.target(), host: host, length: in.ContentLength}
-		if x.body != nil {
-			o.body = x.body
-		}
+		o.body = x.body
 		began := m.b.Begin()
 		resp, err := x.r.h1.roundTrip(&o)
 		return resp, began, err
@@ -189,7 +194,7 @@ func (x *exchange) try(m *member, upgrade string) (*http.Response, time.Time, er
 	out.Close = false
 	out.Host = host
 	if x.body != nil {
-		out.Body = x.body
+		out.Body = x.body.reader()
 	}
 	began := m.b.Begin()
 	resp, err := transport.RoundTrip(out)
@@ -407,10 +412,38 @@ func plainError(w http.ResponseWriter, code int, msg string, retryAfter int) {
 }
 
 // replayable is a request body that a failed try does not close, so that
-// a try that never read it can hand it to the next.
+// a try that never read it can hand it to the next. A body of known length
+// up to maxReplay is read whole first and kept, so that any try can send it
+// again, as a reset kept-alive connection or a 503 may need.
 type replayable struct {
 	rc   io.ReadCloser
 	read atomic.Bool
+	kept []byte // the whole body, when small enough; nil otherwise
+}
+
+// maxReplay is the largest request body kept for sending again.
+const maxReplay = 64 << 10
+
+// newReplayable wraps a request's body, reading it whole when its length
+// is known and at most maxReplay. The error is the client's.
+func newReplayable(req *http.Request) (*replayable, error) {
+	b := &replayable{rc: req.Body}
+	if req.ContentLength > 0 && req.ContentLength <= maxReplay {
+		b.kept = make([]byte, req.ContentLength)
+		if _, err := io.ReadFull(req.Body, b.kept); err != nil {
+			return nil, &bodyError{err}
+		}
+	}
+	return b, nil
+}
+
+// reader is what one try sends: the kept body from its start, or the
+// client's stream.
+func (b *replayable) reader() io.ReadCloser {
+	if b.kept != nil {
+		return io.NopCloser(bytes.NewReader(b.kept))
+	}
+	return b
 }
 
 func (b *replayable) Read(p []byte) (int, error) {
@@ -420,8 +453,9 @@ func (b *replayable) Read(p []byte) (int, error) {
 
 func (b *replayable) Close() error { return nil }
 
-// touched reports whether any try read from the body (nil: no body).
-func (b *replayable) touched() bool { return b != nil && b.read.Load() }
+// touched reports whether a try consumed part of a body that cannot be
+// sent again (nil: no body).
+func (b *replayable) touched() bool { return b != nil && b.kept == nil && b.read.Load() }
 
 func isIdempotent(r *http.Request) bool {
 	switch r.Method {

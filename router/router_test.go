@@ -667,3 +667,60 @@ func TestConcurrentAnnouncementsAndTraffic(t *testing.T) {
 		t.Errorf("%d requests failed while backends came and went", n)
 	}
 }
+
+// TestKeptAliveConnectionsClosedByTheBackendAreRetried has a backend that
+// closes every connection right after its answer without saying so, the
+// race that makes Fabio answer 502 (fabio#716): the router's next request
+// on that connection finds it closed and must go again on a new one, for
+// GETs and for POSTs with a body alike.
+func TestKeptAliveConnectionsClosedByTheBackendAreRetried(t *testing.T) {
+	tr := startRouter(t, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var served atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				body, _ := io.ReadAll(req.Body)
+				served.Add(1)
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body)+3, "ok:"+string(body))
+			}()
+		}
+	}()
+	tr.mustAnnounce(t, "closer", ln.Addr().String(), "")
+	for i := range 100 {
+		var resp *http.Response
+		if i%2 == 0 {
+			resp, err = http.Get(tr.url + "/")
+		} else {
+			resp, err = http.Post(tr.url+"/", "text/plain", strings.NewReader("order"))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		want := "ok:"
+		if i%2 == 1 {
+			want = "ok:order"
+		}
+		if resp.StatusCode != http.StatusOK || string(b) != want {
+			t.Fatalf("request %d: %d %q, want 200 %q", i, resp.StatusCode, b, want)
+		}
+	}
+	if n := served.Load(); n != 100 {
+		t.Errorf("the backend served %d requests, want 100 (each once)", n)
+	}
+}
