@@ -45,7 +45,8 @@ import (
 //     waiting for the next request, the header timeout only when the
 //     headers do not arrive with its first bytes; the first read of a body
 //     clears it (net/http sets and clears it two to four times).
-//   - Response headers are written in map order, not sorted.
+//   - Response headers are written in map order, not sorted; a backend's
+//     answer relayed from its lines (relayHeader), in the backend's order.
 //
 // A connection that opens with the HTTP/2 preface (cleartext HTTP/2 with
 // prior knowledge) is handed, with the bytes already read, to srv, the
@@ -274,8 +275,15 @@ type frontConn struct {
 func (s *frontServer) newConn(rwc net.Conn) *frontConn {
 	ctx := context.WithValue(context.Background(), http.ServerContextKey, s.srv)
 	ctx = context.WithValue(ctx, http.LocalAddrContextKey, rwc.LocalAddr())
+	in := &interrupter{}
+	ctx = context.WithValue(ctx, interrupterKey{}, in)
 	c := &frontConn{s: s, rwc: rwc, remain: math.MaxInt64}
-	c.ctx, c.cancel = context.WithCancel(ctx)
+	var cancel context.CancelFunc
+	c.ctx, cancel = context.WithCancel(ctx)
+	c.cancel = func() {
+		cancel()
+		in.fire()
+	}
 	if ra := rwc.RemoteAddr(); ra != nil {
 		c.remote = ra.String()
 	}
@@ -724,6 +732,64 @@ func (w *frontWriter) snapshot() {
 			continue
 		}
 		w.lines = appendHeaderLine(w.lines, k, vs)
+	}
+}
+
+// relayHeader is WriteHeader for an answer the h1Pool read, with the
+// header taken from the answer's lines instead of the header map: the
+// same status line, fields and framing as copying the answer's header
+// into the map would give (exchange.respond's other way), but for two
+// things. The fields keep the backend's order. And the fields a
+// Connection field names are always left out, where http.ReadResponse
+// forgets them when it drops a Connection field saying close. r must be
+// relayable.
+func (w *frontWriter) relayHeader(r *h1Response) {
+	w.c.disableContinue()
+	w.status = r.status
+	if bodyAllowedForStatus(w.status) && r.headerLength >= 0 {
+		w.clen = r.headerLength
+	}
+	seenCE := false
+	for _, f := range r.fields[:r.nHeader] {
+		switch f.kind {
+		case fieldBadName, fieldHop, fieldConnection, fieldContentLength, fieldTransferEncoding, fieldTrailer:
+			// Not the client's, or framing of the router's own.
+			continue
+		}
+		if r.namedByConnection(r.name(f)) {
+			continue
+		}
+		switch f.kind {
+		case fieldContentType:
+			w.haveType = true
+			if w.status == http.StatusNotModified {
+				continue
+			}
+		case fieldContentEncoding:
+			if !seenCE {
+				seenCE, w.hasCE = true, f.end > f.colon+2
+			}
+		case fieldDate:
+			w.hasDate = true
+		}
+		w.lines = append(w.lines, r.head[f.start:f.end+2]...)
+	}
+	if r.cacheControl && !r.namedByConnection([]byte("Cache-Control")) {
+		w.lines = append(w.lines, "Cache-Control: no-cache\r\n"...)
+	}
+	if len(r.declared) > 0 {
+		slices.Sort(r.declared) // as the general path announces them
+		w.lines = append(w.lines, "Trailer: "...)
+		for i, k := range r.declared {
+			if i > 0 {
+				w.lines = append(w.lines, ", "...)
+			}
+			w.lines = append(w.lines, k...)
+			if httpguts.ValidTrailerHeader(k) {
+				w.trailers = append(w.trailers, k)
+			}
+		}
+		w.lines = append(w.lines, "\r\n"...)
 	}
 }
 

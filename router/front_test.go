@@ -584,21 +584,5 @@ func BenchmarkFrontKeepAlive(b *testing.B) {
 		w.Header().Set("Content-Length", "3")
 		io.WriteString(w, "ok\n")
 	}), nil)
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
-	req := []byte(get("/"))
-	b.ReportAllocs()
-	for b.Loop() {
-		c.Write(req)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
+	benchKeepAlive(b, addr)
 }

@@ -1,7 +1,6 @@
 package router
 
 import (
-	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -115,12 +114,12 @@ func (m *metrics) member(st *routeState, mb *member) *memberMetrics {
 	return mb.m.Load()
 }
 
-func (m *metrics) backendResult(st *routeState, mb *member, resp *http.Response, err error) prometheus.Counter {
+func (m *metrics) backendResult(st *routeState, mb *member, status int, err error) prometheus.Counter {
 	mm := m.member(st, mb)
 	switch {
 	case err != nil:
 		return mm.failed
-	case resp.StatusCode >= 500:
+	case status >= 500:
 		return mm.status5xx
 	}
 	return mm.ok

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/textproto"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,12 +100,13 @@ func (x *exchange) serve() {
 		tried[x.tries] = m
 		x.tries++
 		x.last = m
-		resp, began, err := x.try(m, upgrade)
-		retry, reason := x.judge(m, resp, err, began, statusRetried)
+		a, began, err := x.try(m, upgrade)
+		retry, reason := x.judge(m, a, err, began, statusRetried)
 		if retry != "" && x.tries < maxTries && x.st.allowRetry(x.r.cfg.RetryBudget) {
-			if resp != nil {
-				io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-				resp.Body.Close()
+			if err == nil {
+				body := a.body()
+				io.Copy(io.Discard, io.LimitReader(body, 64<<10))
+				body.Close()
 			}
 			m.up.release()
 			x.r.m.retries(x.st, retry).Inc()
@@ -123,12 +125,12 @@ func (x *exchange) serve() {
 			x.failed(m, err)
 			return
 		}
-		if upgrade != "" && resp.StatusCode == http.StatusSwitchingProtocols {
-			x.upgrade(m, resp, began)
+		if upgrade != "" && a.status() == http.StatusSwitchingProtocols {
+			x.upgrade(m, a.response(req), began)
 			m.up.release()
 			return
 		}
-		x.respond(m, resp, began)
+		x.respond(m, a, began)
 		m.up.release()
 		return
 	}
@@ -151,9 +153,51 @@ func pickOtherIn(st *routeState, key uint64, tried []*member, p picker) *member 
 	return nil
 }
 
+// reply is a try's response: net/http's, or the h1Pool's, which becomes an
+// *http.Response only where one is needed.
+type reply struct {
+	resp *http.Response
+	h1   *h1Response
+}
+
+// status is the status code; 0 for none.
+func (a reply) status() int {
+	switch {
+	case a.h1 != nil:
+		return a.h1.status
+	case a.resp != nil:
+		return a.resp.StatusCode
+	}
+	return 0
+}
+
+// statusText is the status as the backend gave it ("503 Service
+// Unavailable").
+func (a reply) statusText() string {
+	if a.h1 != nil {
+		return a.h1.statusText()
+	}
+	return a.resp.Status
+}
+
+func (a reply) body() io.ReadCloser {
+	if a.h1 != nil {
+		return a.h1
+	}
+	return a.resp.Body
+}
+
+// response is the answer as an *http.Response.
+func (a reply) response(req *http.Request) *http.Response {
+	if a.resp != nil {
+		return a.resp
+	}
+	return a.h1.response(req)
+}
+
 // try sends the request to m once: plain HTTP/1.1 through the router's
 // own pool (h1Pool), upgrades, HTTPS and HTTP/2 through net/http.
-func (x *exchange) try(m *member, upgrade string) (*http.Response, time.Time, error) {
+func (x *exchange) try(m *member, upgrade string) (reply, time.Time, error) {
 	ro := x.st.route
 	in := x.req
 	host := in.Host
@@ -169,7 +213,7 @@ func (x *exchange) try(m *member, upgrade string) (*http.Response, time.Time, er
 		o.body = x.body
 		began := m.b.Begin()
 		resp, err := x.r.h1.roundTrip(&o)
-		return resp, began, err
+		return reply{h1: resp}, began, err
 	}
 	out := in.WithContext(in.Context())
 	u := url.URL{Scheme: "http", Host: m.up.addr, Path: in.URL.Path, RawPath: in.URL.RawPath, RawQuery: in.URL.RawQuery}
@@ -198,7 +242,7 @@ func (x *exchange) try(m *member, upgrade string) (*http.Response, time.Time, er
 	}
 	began := m.b.Begin()
 	resp, err := transport.RoundTrip(out)
-	return resp, began, err
+	return reply{resp: resp}, began, err
 }
 
 // target is the request target the backend gets: the client's, with the
@@ -217,7 +261,7 @@ func (x *exchange) target() string {
 
 // judge records a try's outcome in the pool and says whether, and why, to
 // retry it ("" for no).
-func (x *exchange) judge(m *member, resp *http.Response, err error, began time.Time, statusRetried bool) (string, error) {
+func (x *exchange) judge(m *member, a reply, err error, began time.Time, statusRetried bool) (string, error) {
 	pool := x.st.pool.Load()
 	now := time.Now()
 	idempotent := isIdempotent(x.req) && !x.body.touched()
@@ -238,9 +282,9 @@ func (x *exchange) judge(m *member, resp *http.Response, err error, began time.T
 		case isTimeout(err) && idempotent && !statusRetried:
 			retry = "timeout"
 		}
-	case resp.StatusCode >= 500:
+	case a.status() >= 500:
 		ok = false
-		if (resp.StatusCode == 502 || resp.StatusCode == 503 || resp.StatusCode == 504) && idempotent && !statusRetried {
+		if code := a.status(); (code == 502 || code == 503 || code == 504) && idempotent && !statusRetried {
 			retry = "status"
 		}
 	}
@@ -248,9 +292,9 @@ func (x *exchange) judge(m *member, resp *http.Response, err error, began time.T
 	if pool.Result(m.b, now, ok) {
 		x.r.ejected(x.st, m, "consecutive failures")
 	}
-	x.r.m.backendResult(x.st, m, resp, err).Inc()
+	x.r.m.backendResult(x.st, m, a.status(), err).Inc()
 	if err == nil && retry != "" {
-		err = fmt.Errorf("%s answered %s", m.up.addr, resp.Status)
+		err = fmt.Errorf("%s answered %s", m.up.addr, a.statusText())
 	}
 	return retry, err
 }
@@ -274,50 +318,77 @@ func (u *upstream) acquire(limit int) bool {
 
 func (u *upstream) release() { u.inflight.Add(-1) }
 
-// respond copies the backend's response to the client.
-func (x *exchange) respond(m *member, resp *http.Response, began time.Time) {
-	defer resp.Body.Close()
-	h := x.w.Header()
-	removeHopByHop(resp.Header)
-	for k, v := range resp.Header {
-		h[k] = v
-	}
-	announced := len(resp.Trailer)
-	if announced > 0 {
-		keys := make([]string, 0, announced)
-		for k := range resp.Trailer {
-			keys = append(keys, k)
+// respond copies the backend's response to the client. An answer from
+// the h1Pool to a client of the router's own HTTP/1.1 server goes from
+// the answer's header lines to the client's (frontWriter.relayHeader);
+// any other goes through an *http.Response and the ResponseWriter's
+// header map.
+func (x *exchange) respond(m *member, a reply, began time.Time) {
+	body := a.body()
+	defer body.Close()
+	fw, relay := x.w.(*frontWriter)
+	relay = relay && a.h1 != nil && a.h1.relayable()
+	var (
+		resp      *http.Response
+		status    int
+		flush     bool
+		announced int
+	)
+	if relay {
+		fw.relayHeader(a.h1)
+		status, flush, announced = a.h1.status, a.h1.flushes(), len(a.h1.declared)
+	} else {
+		resp = a.response(x.req)
+		h := x.w.Header()
+		removeHopByHop(resp.Header)
+		for k, v := range resp.Header {
+			h[k] = v
 		}
-		h.Set("Trailer", strings.Join(keys, ", "))
+		announced = len(resp.Trailer)
+		if announced > 0 {
+			keys := make([]string, 0, announced)
+			for k := range resp.Trailer {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			h.Set("Trailer", strings.Join(keys, ", "))
+		}
+		x.w.WriteHeader(resp.StatusCode)
+		status, flush = resp.StatusCode, flushes(resp)
 	}
-	x.w.WriteHeader(resp.StatusCode)
-	n, err := copyBody(x.w, resp.Body, flushes(resp))
+	n, err := copyBody(x.w, body, flush)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		// Headers are out: all that is left is to cut the response short.
 		x.r.log.Debug("router: copying a response", "route", x.st.route.Key, "backend", m.up.addr, "err", err)
-		x.finish(resp.StatusCode, n)
+		x.finish(status, n)
 		panic(http.ErrAbortHandler)
 	}
-	if len(resp.Trailer) > 0 {
-		for k, v := range resp.Trailer {
-			if announced > 0 {
-				h[k] = v
-			} else {
-				h[http.TrailerPrefix+k] = v
-			}
+	var trailer http.Header
+	if relay {
+		trailer = a.h1.trailer()
+	} else {
+		trailer = resp.Trailer
+	}
+	h := x.w.Header()
+	for k, v := range trailer {
+		if announced > 0 {
+			h[k] = v
+		} else {
+			h[http.TrailerPrefix+k] = v
 		}
 	}
-	x.finish(resp.StatusCode, n)
+	x.finish(status, n)
 }
 
 // flushes reports whether a response streams: every chunk the backend
 // sends goes to the client at once (server-sent events, unknown lengths,
 // gRPC).
 func flushes(resp *http.Response) bool {
-	if resp.ContentLength == -1 {
-		return true
-	}
-	ct := resp.Header.Get("Content-Type")
+	return resp.ContentLength == -1 || streamingType(resp.Header.Get("Content-Type"))
+}
+
+// streamingType reports whether a Content-Type is one that streams.
+func streamingType(ct string) bool {
 	return strings.HasPrefix(ct, "text/event-stream") || strings.HasPrefix(ct, "application/grpc")
 }
 

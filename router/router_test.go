@@ -30,7 +30,7 @@ type testRouter struct {
 	shutdown func() error
 }
 
-func startRouter(t *testing.T, tweak func(*Config)) *testRouter {
+func startRouter(t testing.TB, tweak func(*Config)) *testRouter {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Server = ""
@@ -64,7 +64,7 @@ func startRouter(t *testing.T, tweak func(*Config)) *testRouter {
 }
 
 // announce POSTs body to /register and returns the status and body.
-func (tr *testRouter) announce(t *testing.T, body string) (int, string) {
+func (tr *testRouter) announce(t testing.TB, body string) (int, string) {
 	t.Helper()
 	resp, err := http.Post(tr.admin+"/register", "application/json", strings.NewReader(body))
 	if err != nil {
@@ -75,7 +75,7 @@ func (tr *testRouter) announce(t *testing.T, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func (tr *testRouter) mustAnnounce(t *testing.T, id, addr string, extra string) {
+func (tr *testRouter) mustAnnounce(t testing.TB, id, addr string, extra string) {
 	t.Helper()
 	body := fmt.Sprintf(`{"id":%q,"address":%q%s}`, id, addr, extra)
 	if code, msg := tr.announce(t, body); code != http.StatusCreated && code != http.StatusOK {
@@ -675,33 +675,20 @@ func TestConcurrentAnnouncementsAndTraffic(t *testing.T) {
 // GETs and for POSTs with a body alike.
 func TestKeptAliveConnectionsClosedByTheBackendAreRetried(t *testing.T) {
 	tr := startRouter(t, nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	var served atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				body, _ := io.ReadAll(req.Body)
-				served.Add(1)
-				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body)+3, "ok:"+string(body))
-			}()
+	addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
 		}
-	}()
-	tr.mustAnnounce(t, "closer", ln.Addr().String(), "")
+		body, _ := io.ReadAll(req.Body)
+		served.Add(1)
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body)+3, "ok:"+string(body))
+	})
+	tr.mustAnnounce(t, "closer", addr, "")
 	for i := range 100 {
 		var resp *http.Response
+		var err error
 		if i%2 == 0 {
 			resp, err = http.Get(tr.url + "/")
 		} else {
@@ -722,5 +709,90 @@ func TestKeptAliveConnectionsClosedByTheBackendAreRetried(t *testing.T) {
 	}
 	if n := served.Load(); n != 100 {
 		t.Errorf("the backend served %d requests, want 100 (each once)", n)
+	}
+}
+
+// TestAnswersCutShortAfterAnInterimOneAreNotRetried: a backend that sent a
+// 1xx answer had the request, so its closing the connection after is no
+// stale connection, even a kept-alive one.
+func TestAnswersCutShortAfterAnInterimOneAreNotRetried(t *testing.T) {
+	tr := startRouter(t, nil)
+	var served atomic.Int64
+	addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			if served.Add(1) == 1 {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				continue
+			}
+			io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")
+			return
+		}
+	})
+	tr.mustAnnounce(t, "hinter", addr, "")
+	for i, want := range []int{http.StatusOK, http.StatusBadGateway} {
+		resp, err := http.Post(tr.url+"/", "text/plain", strings.NewReader("order"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Fatalf("request %d: %d, want %d", i, resp.StatusCode, want)
+		}
+	}
+	if n := served.Load(); n != 2 {
+		t.Errorf("the backend served %d requests, want 2 (each once)", n)
+	}
+}
+
+// rawBackend is a backend written by hand on a raw listener: serve gets
+// each connection, with a reader over it, and the connection is closed
+// when serve returns. It returns the backend's address.
+func rawBackend(t testing.TB, serve func(c net.Conn, br *bufio.Reader)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				serve(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// benchKeepAlive sends GET / again and again on one connection to addr
+// and reads each answer.
+func benchKeepAlive(b *testing.B, addr string) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	req := []byte(get("/"))
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Write(req)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
 	}
 }
