@@ -1,10 +1,19 @@
-// Package client is Discotech's public Go API: a client of the registry's
-// native HTTP API (docs/api.md) that registers instances and keeps them alive
-// with heartbeats, lists services and instances with blocking queries, and
-// follows changes on the watch stream.
+// Package client is Discotech's Go SDK (docs/sdk.md):
 //
-// The disco command line uses this package for every call it makes, so what
-// works from the shell works from Go the same way.
+//   - Client speaks the registry's native HTTP API (docs/api.md): it
+//     registers instances and keeps them alive with heartbeats (Keep),
+//     lists services and instances with blocking queries, and follows
+//     changes on the watch stream (Watch, and Follower on top of it).
+//   - Backend runs an HTTP backend the way the rest of Discotech expects:
+//     registered, serving its Vitals, and draining on SIGTERM (ready:false,
+//     deregister, finish what is in flight).
+//   - Resolver resolves and dials services in-process with the balancing
+//     policies of package balance, and its Transport sends
+//     http://web.service.disco/ to a backend; package grpcdisco builds on it
+//     for gRPC.
+//
+// The disco command line uses Client for every call it makes, so what works
+// from the shell works from Go the same way.
 package client
 
 import (
