@@ -27,11 +27,12 @@ import (
 // of net/http's server, whose per-request machinery (a background read of
 // the connection, a context and a goroutine switch or two per request, the
 // chunk writer's framing) costs about an eighth of the router's CPU at the
-// edge. It keeps net/http's behaviour: requests parsed by http.ReadRequest,
-// keep-alive and pipelining, Expect: 100-continue, Content-Length when the
-// body's length is known and chunked (close-delimited for HTTP/1.0)
-// otherwise, trailers, HEAD, 400/431/501/505 for requests it cannot take,
-// hijacking for upgrades, http.ErrAbortHandler, graceful shutdown.
+// edge. It keeps net/http's behaviour: requests parsed as http.ReadRequest
+// parses them (by h1Request, with fewer allocations), keep-alive and
+// pipelining, Expect: 100-continue, Content-Length when the body's length
+// is known and chunked (close-delimited for HTTP/1.0) otherwise, trailers,
+// HEAD, 400/431/501/505 for requests it cannot take, hijacking for
+// upgrades, http.ErrAbortHandler, graceful shutdown.
 //
 // Differences, all deliberate:
 //
@@ -255,6 +256,7 @@ type frontConn struct {
 	bw     *bufio.Writer
 	state  atomic.Int32
 	w      frontWriter // the response in progress, reused
+	parser h1Request   // reads the requests, its buffers reused
 
 	// remain is how many more bytes the request header being read may
 	// take; math.MaxInt64 outside headers.
@@ -419,9 +421,9 @@ func (c *frontConn) readRequest(first bool) (*http.Request, error) {
 			b = b[1:]
 		}
 	}
-	req, err := http.ReadRequest(c.br)
+	req, err := c.parser.readRequest(c.ctx, c.br)
 	if err != nil {
-		if c.remain <= 0 {
+		if c.remain <= 0 || errors.Is(err, errHeadTooLarge) {
 			return nil, errHeaderTooLarge
 		}
 		return nil, err
@@ -431,8 +433,8 @@ func (c *frontConn) readRequest(first bool) (*http.Request, error) {
 	if req.ProtoMajor != 1 {
 		return nil, statusError{http.StatusHTTPVersionNotSupported, "unsupported protocol version"}
 	}
-	// http.ReadRequest moved the Host header to req.Host (an empty one
-	// counts as missing here; net/http lets it through).
+	// The Host header is in req.Host (an empty one counts as missing here;
+	// net/http lets it through).
 	if req.ProtoAtLeast(1, 1) && req.Host == "" && req.Method != http.MethodConnect {
 		return nil, statusError{http.StatusBadRequest, "missing required Host header"}
 	}
@@ -440,7 +442,7 @@ func (c *frontConn) readRequest(first bool) (*http.Request, error) {
 		return nil, statusError{http.StatusBadRequest, "malformed Host header"}
 	}
 	req.RemoteAddr = c.remote
-	return req.WithContext(c.ctx), nil
+	return req, nil
 }
 
 // headerBuffered reports whether a whole request header is in br, so that

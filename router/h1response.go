@@ -28,18 +28,14 @@ import (
 // after Close.
 type h1Response struct {
 	hc *h1Conn // nil in tests: Close keeps no connection
-	br *bufio.Reader
-
-	status       int
-	major, minor int
 	// head holds the status line's version and status ("HTTP/1.1",
-	// "200 OK"), then each field as a line "Name: value\r\n": the name
-	// canonicalised, the value as http.ReadResponse has it (leading blanks
-	// dropped, continued lines joined with a space). The header's fields
-	// come first, then, once read, the trailer's.
-	head                []byte
+	// "200 OK"), then the fields. The header's fields come first, then,
+	// once read, the trailer's.
+	h1Lines
+
+	status              int
+	major, minor        int
 	protoEnd, statusEnd int
-	fields              []h1Field
 	nHeader             int // fields[:nHeader] are the header's
 
 	contentLength  int64 // http.Response.ContentLength
@@ -47,17 +43,36 @@ type h1Response struct {
 	chunked, close bool
 	dropConnection bool     // net/http drops the Connection field: it says close
 	cacheControl   bool     // add "Cache-Control: no-cache" (net/http does, for Pragma: no-cache)
-	folded         bool     // a field continued on the next line (obs-fold)
 	connection     bool     // there is a Connection field
 	declared       []string // a chunked answer's Trailer keys, canonical and distinct
 	contentType    int      // 1 + the index of the first Content-Type field, 0 for none
 
+	h1Body
+	resp *http.Response
+}
+
+// h1Body reads the body after a head h1Lines read.
+type h1Body struct {
 	body   bodyKind
 	remain int64     // bodyLength: bytes left
 	chunks io.Reader // bodyChunked
 	eof    bool      // the body was read to its end
 	failed bool      // reading the body failed: the connection is out of step
-	resp   *http.Response
+}
+
+// h1Lines reads the lines of an HTTP/1.x head as textproto.Reader does,
+// into one buffer reused from head to head: the answers the h1Pool reads
+// (h1Response) and the requests the router's own server reads
+// (h1Request).
+type h1Lines struct {
+	br *bufio.Reader
+	// head holds the start line, as its reader keeps it, then each field
+	// as a line "Name: value\r\n": the name canonicalised, the value as
+	// textproto has it (leading blanks dropped, continued lines joined
+	// with a space).
+	head   []byte
+	fields []h1Field
+	folded bool // a field continued on the next line (obs-fold)
 }
 
 // h1Field is one field of an answer: head[start:colon] is its name,
@@ -83,6 +98,7 @@ const (
 	fieldDate
 	fieldPragma
 	fieldCacheControl
+	fieldHost // only requests look at it
 )
 
 type bodyKind uint8
@@ -128,7 +144,7 @@ func (r *h1Response) readHead(br *bufio.Reader, method string) error {
 		// A huge answer's buffers are not kept for the connection's life.
 		head, fields = nil, nil
 	}
-	*r = h1Response{hc: r.hc, br: br, head: head, fields: fields, declared: r.declared[:0]}
+	*r = h1Response{hc: r.hc, h1Lines: h1Lines{br: br, head: head, fields: fields}, declared: r.declared[:0]}
 	if err := r.readLine(); err != nil {
 		if err == io.ErrUnexpectedEOF && len(r.head) == 0 {
 			return io.EOF
@@ -191,7 +207,7 @@ func parseVersion(b []byte) (major, minor int, ok bool) {
 
 // readLine appends the next line to head, without its LF or CRLF. The
 // end of the input before the end of the line is io.ErrUnexpectedEOF.
-func (r *h1Response) readLine() error {
+func (r *h1Lines) readLine() error {
 	start := len(r.head)
 	for {
 		b, err := r.br.ReadSlice('\n')
@@ -219,7 +235,7 @@ func (r *h1Response) readLine() error {
 
 // readFields reads fields up to the empty line that ends them, as
 // textproto.Reader.ReadMIMEHeader does, appending them to head and fields.
-func (r *h1Response) readFields() error {
+func (r *h1Lines) readFields() error {
 	if b, err := r.br.Peek(1); err == nil && (b[0] == ' ' || b[0] == '\t') {
 		start := len(r.head)
 		r.readLine()
@@ -264,7 +280,7 @@ func (r *h1Response) readFields() error {
 }
 
 // trimEnd drops the blanks ending head, back to from at most.
-func (r *h1Response) trimEnd(from int) {
+func (r *h1Lines) trimEnd(from int) {
 	end := len(r.head)
 	for end > from && (r.head[end-1] == ' ' || r.head[end-1] == '\t') {
 		end--
@@ -274,7 +290,7 @@ func (r *h1Response) trimEnd(from int) {
 
 // addField checks and records the field in head[start:], whose name ends
 // at colon, rewriting it as "Name: value\r\n".
-func (r *h1Response) addField(start, colon int) error {
+func (r *h1Lines) addField(start, colon int) error {
 	name, value := r.head[start:colon], r.head[colon+1:]
 	kind, ok := canonicalName(name)
 	if !ok {
@@ -354,6 +370,8 @@ func canonicalName(b []byte) (fieldKind, bool) {
 		return fieldPragma, true
 	case "Cache-Control":
 		return fieldCacheControl, true
+	case "Host":
+		return fieldHost, true
 	case "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Upgrade":
 		return fieldHop, true
 	}
@@ -377,8 +395,8 @@ var tokenByte = func() (t [256]bool) {
 // validValueByte is textproto's: anything but controls other than tab.
 func validValueByte(c byte) bool { return c >= 0x20 && c != 0x7f || c == '\t' }
 
-func (r *h1Response) name(f h1Field) []byte  { return r.head[f.start:f.colon] }
-func (r *h1Response) value(f h1Field) []byte { return r.head[f.colon+2 : f.end] }
+func (r *h1Lines) name(f h1Field) []byte  { return r.head[f.start:f.colon] }
+func (r *h1Lines) value(f h1Field) []byte { return r.head[f.colon+2 : f.end] }
 
 // frame works out the answer's length, framing and connection as
 // http.ReadResponse does (net/http's readTransfer), and readies its body.
@@ -513,13 +531,14 @@ func contains(keys []string, k string) bool {
 
 // parseLength parses a Content-Length as net/http does: digits only, at
 // most 2⁶³-1.
-func parseLength(b []byte) (int64, bool) {
+func parseLength[S string | []byte](b S) (int64, bool) {
 	const most = 1<<63 - 1
 	if len(b) == 0 {
 		return 0, false
 	}
 	var n int64
-	for _, c := range b {
+	for i := range len(b) {
+		c := b[i]
 		if c < '0' || c > '9' {
 			return 0, false
 		}
@@ -710,45 +729,49 @@ func (r *h1Response) addTrailer(t http.Header) {
 }
 
 // Read reads the body.
-func (r *h1Response) Read(p []byte) (int, error) {
-	if r.eof {
+func (r *h1Response) Read(p []byte) (int, error) { return r.h1Body.read(r.br, p, r.readTrailer) }
+
+// read reads the body from br as net/http's body does; readTrailer reads
+// the trailer after a chunked one.
+func (b *h1Body) read(br *bufio.Reader, p []byte, readTrailer func() error) (int, error) {
+	if b.eof {
 		return 0, io.EOF
 	}
-	if r.failed {
+	if b.failed {
 		return 0, errBodyFailed
 	}
 	var n int
 	var err error
-	switch r.body {
+	switch b.body {
 	case bodyNone:
 		err = io.EOF
 	case bodyLength:
-		if int64(len(p)) > r.remain {
-			p = p[:r.remain]
+		if int64(len(p)) > b.remain {
+			p = p[:b.remain]
 		}
-		n, err = r.br.Read(p)
-		r.remain -= int64(n)
+		n, err = br.Read(p)
+		b.remain -= int64(n)
 		switch {
 		case err == io.EOF:
 			err = io.ErrUnexpectedEOF
-		case err == nil && r.remain == 0:
+		case err == nil && b.remain == 0:
 			err = io.EOF
 		}
 	case bodyChunked:
-		n, err = r.chunks.Read(p)
+		n, err = b.chunks.Read(p)
 		if err == io.EOF {
-			if terr := r.readTrailer(); terr != nil {
+			if terr := readTrailer(); terr != nil {
 				err = terr
 			}
 		}
 	case bodyToClose:
-		n, err = r.br.Read(p)
+		n, err = br.Read(p)
 	}
 	switch {
 	case err == io.EOF:
-		r.eof = true
+		b.eof = true
 	case err != nil:
-		r.failed = true
+		b.failed = true
 	}
 	return n, err
 }
@@ -760,24 +783,7 @@ var errBodyFailed = errors.New("reading the response body after it failed")
 // within the reader's buffer, in http.Response.Trailer too if response
 // made one.
 func (r *h1Response) readTrailer() error {
-	b, err := r.br.Peek(2)
-	if bytes.Equal(b, []byte("\r\n")) {
-		r.br.Discard(2)
-		return nil
-	}
-	if len(b) < 2 {
-		return errTrailerEOF
-	}
-	if err != nil {
-		return err
-	}
-	if !upcomingEmptyLine(r.br) {
-		return errors.New("suspiciously long trailer after chunked body")
-	}
-	if err := r.readFields(); err != nil {
-		if err == io.ErrUnexpectedEOF {
-			return errTrailerEOF
-		}
+	if some, err := r.readTrailerFields(); !some || err != nil {
 		return err
 	}
 	if r.resp != nil {
@@ -787,6 +793,32 @@ func (r *h1Response) readTrailer() error {
 		r.addTrailer(r.resp.Trailer)
 	}
 	return nil
+}
+
+// readTrailerFields reads the trailer after a chunked body, as net/http
+// does: within the reader's buffer; some is false for an empty one.
+func (r *h1Lines) readTrailerFields() (some bool, err error) {
+	b, err := r.br.Peek(2)
+	if bytes.Equal(b, []byte("\r\n")) {
+		r.br.Discard(2)
+		return false, nil
+	}
+	if len(b) < 2 {
+		return false, errTrailerEOF
+	}
+	if err != nil {
+		return false, err
+	}
+	if !upcomingEmptyLine(r.br) {
+		return false, errors.New("suspiciously long trailer after chunked body")
+	}
+	if err := r.readFields(); err != nil {
+		if err == io.ErrUnexpectedEOF {
+			return false, errTrailerEOF
+		}
+		return false, err
+	}
+	return true, nil
 }
 
 // upcomingEmptyLine reports whether the reader's buffer holds a CRLF CRLF,
