@@ -12,7 +12,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"flag"
@@ -29,6 +28,7 @@ import (
 	"github.com/discotech/disco/bench/internal/cli"
 	"github.com/discotech/disco/bench/internal/figure"
 	"github.com/discotech/disco/bench/internal/peer"
+	"github.com/discotech/disco/bench/internal/sysstat"
 )
 
 // config is the benchmark's flags.
@@ -395,7 +395,7 @@ func benchMix(ctx context.Context, cfg config, perfBin, tmp string, m mix, disco
 		l := summarize(r.lat)
 		lag := summarize(r.lag)
 		notes := []string{fmt.Sprintf("%s sent, %s answered; send lag against the schedule p99 %s, max %s",
-			figure.Thousands(float64(r.sent)), figure.Thousands(float64(r.answered)), fmtNanos(lag.p99), fmtNanos(lag.max)), busyNote(r.cpu)}
+			figure.Thousands(float64(r.sent)), figure.Thousands(float64(r.answered)), figure.Micros(lag.p99), figure.Micros(lag.max)), busyNote(r.cpu)}
 		if r.skipped > 0 {
 			notes = append(notes, fmt.Sprintf("%s queries (%.2f%%) not sent: the client was kept off the CPU for over %s, and skips what it owes rather than send it in one burst",
 				figure.Thousands(float64(r.skipped)), 100*float64(r.skipped)/float64(r.skipped+r.sent), maxLag))
@@ -418,7 +418,7 @@ func benchMix(ctx context.Context, cfg config, perfBin, tmp string, m mix, disco
 		if r.sendErrs > 0 || r.firstErr != nil {
 			notes = append(notes, fmt.Sprintf("%d sends failed; first error: %v", r.sendErrs, r.firstErr))
 		}
-		cli.Progress("%s: p50 %s, p99 %s, p99.9 %s, %d lost", s.Name(), fmtNanos(l.p50), fmtNanos(l.p99), fmtNanos(l.p999), r.lost)
+		cli.Progress("%s: p50 %s, p99 %s, p99.9 %s, %d lost", s.Name(), figure.Micros(l.p50), figure.Micros(l.p99), figure.Micros(l.p999), r.lost)
 		return res.fixed.add(s.Name(), name, map[string]float64{
 			"rate": rate, "qps": r.qps(), "p50": l.p50, "p99": l.p99, "p999": l.p999, "max": l.max, "mean": l.mean,
 			"lost": float64(r.lost), "drops": float64(r.serverDrops), "errors": float64(r.failed), "per_cpu": float64(r.answered) / r.cpu.server,
@@ -488,21 +488,11 @@ func describe(cfg config) env {
 		command:   strings.TrimSpace("go run ./bench/dns " + strings.Join(os.Args[1:], " ")),
 		date:      time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		goVersion: runtime.Version(),
-		cpu:       "unknown",
+		cpu:       sysstat.CPUModel(),
 		cores:     runtime.NumCPU(),
 		dnsmasq:   "dnsmasq not run",
 		dnsperf:   "dnsperf",
 		disco:     "Discotech not run",
-	}
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				e.cpu = strings.TrimSpace(v)
-				break
-			}
-		}
-		f.Close()
 	}
 	if cfg.runs("discotech") {
 		e.disco = "Discotech"

@@ -6,7 +6,6 @@ import (
 	"math"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/discotech/disco/bench/internal/figure"
 )
@@ -147,22 +146,11 @@ func format(k kind, v float64, ok bool) string {
 	case kRate:
 		return figure.Thousands(v) + "/s"
 	case kNanos:
-		return fmtNanos(v)
+		return figure.Micros(v)
 	case kBytes:
 		return fmt.Sprintf("%.0f B", v)
 	case kSecs:
 		return fmt.Sprintf("%.1fs", v)
 	}
 	return figure.Thousands(v)
-}
-
-func fmtNanos(ns float64) string {
-	d := time.Duration(ns)
-	switch {
-	case d >= time.Second:
-		return fmt.Sprintf("%.2fs", d.Seconds())
-	case d >= time.Millisecond:
-		return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
-	}
-	return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond))
 }

@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/discotech/disco/bench/internal/cli"
+	"github.com/discotech/disco/bench/internal/sysstat"
 	"github.com/discotech/disco/magicip"
 	"github.com/discotech/disco/shmtable"
 )
@@ -327,17 +328,7 @@ func describe(built bool, lib string) env {
 	if built {
 		e.shim = "libdisco.so built by make shim"
 	}
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				e.cpu = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
-		e.kernel = "Linux " + strings.TrimSpace(string(b))
-	}
+	e.cpu, e.kernel = sysstat.CPUModel(), sysstat.Kernel()
 	if b, err := exec.Command("git", "describe", "--always", "--dirty").Output(); err == nil {
 		e.disco += " " + strings.TrimSpace(string(b))
 	}

@@ -19,7 +19,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -35,7 +34,9 @@ import (
 
 	// The sources the agent does not import itself yet.
 	"github.com/discotech/disco/bench/internal/cli"
+	"github.com/discotech/disco/bench/internal/figure"
 	"github.com/discotech/disco/bench/internal/peer"
+	"github.com/discotech/disco/bench/internal/sysstat"
 	_ "github.com/discotech/disco/source/dnssrv"
 	_ "github.com/discotech/disco/source/etcd"
 	_ "github.com/discotech/disco/source/zookeeper"
@@ -117,7 +118,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			return err
 		}
 		p := percentiles(slices.Clone(r.lat["all"]), 50, 99)
-		cli.Progress("%s: p50 %s, p99 %s, %d missed, in %s", l.name, fmtDur(p[0]), fmtDur(p[1]), r.missed["all"], r.elapsed.Round(100*time.Millisecond))
+		cli.Progress("%s: p50 %s, p99 %s, %d missed, in %s", l.name, figure.Micros(p[0]), figure.Micros(p[1]), r.missed["all"], r.elapsed.Round(100*time.Millisecond))
 		results = append(results, r)
 	}
 	e.wall = time.Since(began)
@@ -245,18 +246,8 @@ func describe() env {
 		command:   strings.TrimSpace("go run ./bench/propagation " + strings.Join(os.Args[1:], " ")),
 		date:      time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		goVersion: runtime.Version(),
-		cpu:       "unknown CPU",
+		cpu:       sysstat.CPUModel(),
 		cores:     runtime.NumCPU(),
-	}
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				e.cpu = strings.TrimSpace(v)
-				break
-			}
-		}
-		f.Close()
 	}
 	return e
 }

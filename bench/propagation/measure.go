@@ -17,6 +17,7 @@ import (
 
 	"github.com/discotech/disco/agent"
 	"github.com/discotech/disco/bench/internal/cli"
+	"github.com/discotech/disco/bench/internal/figure"
 	"github.com/discotech/disco/bench/internal/sysstat"
 	"github.com/discotech/disco/catalog"
 	"github.com/discotech/disco/guard"
@@ -519,7 +520,7 @@ func measure(ctx context.Context, cfg config, l *line, tmp string) (*result, err
 		}
 		a := percentiles(after, 50, 99)
 		note := fmt.Sprintf("making the change took %s (p50) and %s (p99), included above; from its acknowledgment to the agent's table: %s (p50), %s (p99)",
-			fmtDur(w[0]), fmtDur(w[1]), fmtDur(a[0]), fmtDur(a[1]))
+			figure.Micros(w[0]), figure.Micros(w[1]), figure.Micros(a[0]), figure.Micros(a[1]))
 		if before > 0 {
 			note += fmt.Sprintf(" (%d of %d were in the table before the acknowledgment reached the benchmark: counted as 0)", before, len(after))
 		}
@@ -528,7 +529,7 @@ func measure(ctx context.Context, cfg config, l *line, tmp string) (*result, err
 	if len(pickup) > 0 {
 		p := percentiles(pickup, 50, 99)
 		res.notes = append(res.notes, fmt.Sprintf("latency counts from when dnsmasq first served the change (the benchmark asks it every millisecond after writing the file); dnsmasq took %s (p50) and %s (p99) to serve a new hosts file",
-			fmtDur(p[0]), fmtDur(p[1])))
+			figure.Micros(p[0]), figure.Micros(p[1])))
 	}
 	if unserved > 0 {
 		res.notes = append(res.notes, fmt.Sprintf("%d changes were not seen served within 2s; their latency counts from the write", unserved))
@@ -567,19 +568,4 @@ func percentiles(d []time.Duration, ps ...float64) []float64 {
 		out[i] = float64(d[min(max(rank-1, 0), len(d)-1)])
 	}
 	return out
-}
-
-// fmtDur prints a duration in ns with a precision fit for its size.
-func fmtDur(ns float64) string {
-	if math.IsNaN(ns) {
-		return "-"
-	}
-	d := time.Duration(ns)
-	switch {
-	case d >= time.Second:
-		return fmt.Sprintf("%.2fs", d.Seconds())
-	case d >= time.Millisecond:
-		return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond))
-	}
-	return fmt.Sprintf("%.0fµs", float64(d)/float64(time.Microsecond))
 }

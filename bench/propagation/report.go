@@ -8,6 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/discotech/disco/bench/internal/figure"
 )
 
 // figures are one line's percentiles, in ns: p50, p90, p99, max.
@@ -46,7 +48,7 @@ func printTable(w io.Writer, cfg config, results []*result, skipped []string) {
 			}
 			f := figures(lat)
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t\n", name, kind, len(lat)+r.missed[kind],
-				fmtDur(f[0]), fmtDur(f[1]), fmtDur(f[2]), fmtDur(f[3]), r.missed[kind], errs, target, ok)
+				figure.Micros(f[0]), figure.Micros(f[1]), figure.Micros(f[2]), figure.Micros(f[3]), r.missed[kind], errs, target, ok)
 		}
 	}
 	tw.Flush()
@@ -77,7 +79,7 @@ func summary(w io.Writer, cfg config, e env, results []*result, skipped []string
 			target = ""
 		}
 		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %d | %s | %s |\n", r.line.name, len(r.lat["all"])+r.missed["all"],
-			fmtDur(f[0]), fmtDur(f[1]), fmtDur(f[2]), fmtDur(f[3]), r.missed["all"], target, met(r))
+			figure.Micros(f[0]), figure.Micros(f[1]), figure.Micros(f[2]), figure.Micros(f[3]), r.missed["all"], target, met(r))
 	}
 	for _, s := range skipped {
 		fmt.Fprintf(w, "\nNot measured: %s.\n", s)

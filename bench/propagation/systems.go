@@ -40,26 +40,11 @@ func startDisco(bin string) func(ctx context.Context, tmp string) (system, error
 		if err != nil {
 			return nil, err
 		}
-		httpAddr, err := sysstat.FreeAddr()
+		p, base, err := peer.StartDiscoServer(ctx, "disco", dir, bin, "--dns", "")
 		if err != nil {
 			return nil, err
 		}
-		raftAddr, err := sysstat.FreeAddr()
-		if err != nil {
-			return nil, err
-		}
-		p, err := peer.Start("disco", dir, bin, "server",
-			"--data-dir", filepath.Join(dir, "data"),
-			"--http", httpAddr, "--raft", raftAddr, "--raft-multiplier", "1",
-			"--dns", "", "--log-level", "warn")
-		if err != nil {
-			return nil, err
-		}
-		d := &discoSys{p: p, base: "http://" + httpAddr, hc: &http.Client{Timeout: 10 * time.Second}}
-		if err := p.WaitReady(ctx, "ready", peer.HTTPReady(d.base+"/readyz", "")); err != nil {
-			p.Stop()
-			return nil, err
-		}
+		d := &discoSys{p: p, base: base, hc: &http.Client{Timeout: 10 * time.Second}}
 		cli.Progress("disco: server pid %d on %s", p.Pid(), d.base)
 		return d, nil
 	}

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -18,7 +17,6 @@ import (
 	"github.com/discotech/disco/bench/internal/cli"
 	"github.com/discotech/disco/bench/internal/figure"
 	"github.com/discotech/disco/bench/internal/peer"
-	"github.com/discotech/disco/bench/internal/sysstat"
 	"github.com/discotech/disco/catalog"
 	"github.com/discotech/disco/client"
 )
@@ -48,28 +46,13 @@ func startDiscotech(ctx context.Context, bin string, workers int) (*discotech, e
 	if err != nil {
 		return nil, err
 	}
-	httpAddr, err := sysstat.FreeAddr()
-	if err != nil {
-		return nil, err
-	}
-	raftAddr, err := sysstat.FreeAddr()
-	if err != nil {
-		return nil, err
-	}
-	p, err := peer.Start("discotech", dir, bin, "server",
-		"--data-dir", filepath.Join(dir, "data"),
-		"--http", httpAddr, "--raft", raftAddr, "--raft-multiplier", "1",
-		"--log-level", "warn")
+	p, base, err := peer.StartDiscoServer(ctx, "discotech", dir, bin)
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err
 	}
-	d := &discotech{p: p, base: "http://" + httpAddr, hc: &http.Client{Transport: newTransport(workers + 8)}}
+	d := &discotech{p: p, base: base, hc: &http.Client{Transport: newTransport(workers + 8)}}
 	if d.cl, err = client.New(d.base, d.hc); err != nil {
-		d.close()
-		return nil, err
-	}
-	if err := p.WaitReady(ctx, "ready", httpOK(d.base+"/readyz")); err != nil {
 		d.close()
 		return nil, err
 	}

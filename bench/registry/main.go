@@ -10,7 +10,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -331,19 +330,9 @@ func describe(cfg config) env {
 		command:   strings.TrimSpace("go run ./bench/registry " + strings.Join(os.Args[1:], " ")),
 		date:      time.Now().UTC().Format("2006-01-02 15:04 UTC"),
 		goVersion: runtime.Version(),
-		cpu:       "unknown",
+		cpu:       sysstat.CPUModel(),
 		cores:     runtime.NumCPU(),
 		etcd:      "etcd not run",
-	}
-	if f, err := os.Open("/proc/cpuinfo"); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				e.cpu = strings.TrimSpace(v)
-				break
-			}
-		}
-		f.Close()
 	}
 	return e
 }

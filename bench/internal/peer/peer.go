@@ -259,3 +259,30 @@ func firstBytes(b []byte, n int) []byte {
 	}
 	return b
 }
+
+// StartDiscoServer starts `disco server` (bin) as the peer name in dir, on
+// free loopback ports, raft on one machine, with args added, and waits
+// until its /readyz answers. It returns the process and the API's base URL.
+func StartDiscoServer(ctx context.Context, name, dir, bin string, args ...string) (*Process, string, error) {
+	httpAddr, err := sysstat.FreeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	raftAddr, err := sysstat.FreeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	p, err := Start(name, dir, bin, append([]string{"server",
+		"--data-dir", filepath.Join(dir, "data"),
+		"--http", httpAddr, "--raft", raftAddr, "--raft-multiplier", "1",
+		"--log-level", "warn"}, args...)...)
+	if err != nil {
+		return nil, "", err
+	}
+	base := "http://" + httpAddr
+	if err := p.WaitReady(ctx, "ready", HTTPReady(base+"/readyz", "")); err != nil {
+		p.Stop()
+		return nil, "", err
+	}
+	return p, base, nil
+}
