@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/discotech/disco/internal/testpeer"
 	"github.com/discotech/disco/shmtable"
 )
 
@@ -204,22 +205,10 @@ func TestFallbackProxy(t *testing.T) {
 	// Three backends answering their own names, and a port nothing listens on.
 	var ports []int
 	for _, name := range []string{"b1", "b2", "drained"} {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				io.WriteString(c, name)
-				c.Close()
-			}
-		}()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+		addr := testpeer.TCPServer(t, func(c net.Conn) { io.WriteString(c, name) })
+		_, port, _ := net.SplitHostPort(addr)
+		p, _ := strconv.Atoi(port)
+		ports = append(ports, p)
 	}
 	dead, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadPort := dead.Addr().(*net.TCPAddr).Port

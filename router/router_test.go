@@ -750,29 +750,11 @@ func TestAnswersCutShortAfterAnInterimOneAreNotRetried(t *testing.T) {
 	}
 }
 
-// rawBackend is a backend written by hand on a raw listener: serve gets
-// each connection, with a reader over it, and the connection is closed
-// when serve returns. It returns the backend's address.
+// rawBackend is a backend written by hand (testpeer.TCPServer): serve gets
+// each connection, with a reader over it. It returns the backend's address.
 func rawBackend(t testing.TB, serve func(c net.Conn, br *bufio.Reader)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				serve(c, bufio.NewReader(c))
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return testpeer.TCPServer(t, func(c net.Conn) { serve(c, bufio.NewReader(c)) })
 }
 
 // benchKeepAlive sends GET / again and again on one connection to addr
