@@ -116,18 +116,26 @@ type answer struct {
 // server closes it; it returns the answers, parsed in order.
 func converse(t *testing.T, addr string, reqs ...string) []answer {
 	t.Helper()
+	return parseAnswers(t, sendAll(t, addr, strings.Join(reqs, "")), reqs)
+}
+
+// sendAll writes raw on a new connection to addr and returns all the
+// server sends until it closes the connection (a reset after that counts
+// as a close).
+func sendAll(t *testing.T, addr, raw string) []byte {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
-	go io.WriteString(c, strings.Join(reqs, ""))
-	raw, err := io.ReadAll(c)
+	go io.WriteString(c, raw)
+	b, err := io.ReadAll(c)
 	if err != nil && !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatalf("reading the answers: %v (after %q)", err, raw)
+		t.Fatalf("reading the answers to %q: %v (after %q)", raw, err, b)
 	}
-	return parseAnswers(t, raw, reqs)
+	return b
 }
 
 func parseAnswers(t *testing.T, raw []byte, reqs []string) []answer {

@@ -266,23 +266,7 @@ func (w generalOnly) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // rawExchange sends req on a new connection and returns all the server
 // sends until it closes the connection.
-func rawExchange(t *testing.T, addr, req string) string {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatalf("reading the answer to %q: %v (after %q)", req, err, b)
-	}
-	return string(b)
-}
+func rawExchange(t *testing.T, addr, req string) string { return string(sendAll(t, addr, req)) }
 
 // normalised is an answer with its header's lines sorted (the general
 // way writes them in map order), the values of a Trailer field sorted
