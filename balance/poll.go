@@ -46,25 +46,52 @@ type pollTarget struct {
 func (p *Poller) Set(targets map[string]string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for key := range p.targets {
+		if _, ok := targets[key]; !ok {
+			p.forget(key)
+		}
+	}
+	for key, url := range targets {
+		p.watch(key, url)
+	}
+}
+
+// Watch polls key at url from now on (url "" stops it), starting over if
+// it was polled at another URL: Set for one backend.
+func (p *Poller) Watch(key, url string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if url == "" {
+		p.forget(key)
+		return
+	}
+	p.watch(key, url)
+}
+
+// watch starts polling key at url unless it already is. Under p.mu.
+func (p *Poller) watch(key, url string) {
 	if p.closed {
 		return
+	}
+	if t, ok := p.targets[key]; ok {
+		if t.url == url {
+			return
+		}
+		p.forget(key)
 	}
 	if p.targets == nil {
 		p.targets = map[string]*pollTarget{}
 	}
-	for key, t := range p.targets {
-		if targets[key] != t.url {
-			t.cancel()
-			delete(p.targets, key)
-		}
-	}
-	for key, url := range targets {
-		if _, ok := p.targets[key]; ok {
-			continue
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		p.targets[key] = &pollTarget{url: url, cancel: cancel}
-		p.wg.Go(func() { p.poll(ctx, key, url) })
+	ctx, cancel := context.WithCancel(context.Background())
+	p.targets[key] = &pollTarget{url: url, cancel: cancel}
+	p.wg.Go(func() { p.poll(ctx, key, url) })
+}
+
+// forget stops polling key. Under p.mu.
+func (p *Poller) forget(key string) {
+	if t, ok := p.targets[key]; ok {
+		t.cancel()
+		delete(p.targets, key)
 	}
 }
 

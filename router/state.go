@@ -129,8 +129,9 @@ func (r *Router) applyService(name string, in serviceInput) {
 		byAddr[upstreamKey(name, i.ID, instanceAddr(i))] = i
 	}
 	for key, i := range byAddr {
-		if up := r.upstreams[key]; up != nil {
+		if up := r.upstreams[key]; up != nil && up.metricsURL != i.VitalsURL() {
 			up.metricsURL = i.VitalsURL()
+			r.poller.Watch(key, up.metricsURL)
 		}
 	}
 	now := time.Now()
@@ -155,7 +156,6 @@ func (r *Router) applyService(name string, in serviceInput) {
 	}
 	r.table.Store(next)
 	r.syncTCP(changed, gone)
-	r.syncPolls()
 	r.m.routes.Set(float64(next.Len()))
 }
 
@@ -180,6 +180,7 @@ func (r *Router) newRouteState(ro *route.Route, prev *routeState, instances map[
 			up = &upstream{key: key, service: rm.Service, id: rm.ID, addr: rm.Addr, routes: map[string]*routeState{}}
 			if in := instances[key]; in != nil {
 				up.metricsURL = in.VitalsURL()
+				r.poller.Watch(key, up.metricsURL)
 			}
 			up.factor.Store(math.Float64bits(1))
 			r.upstreams[key] = up
@@ -224,20 +225,9 @@ func (r *Router) release(prev *routeState) {
 		}
 		if len(up.routes) == 0 {
 			delete(r.upstreams, up.key)
+			r.poller.Watch(up.key, "")
 		}
 	}
-}
-
-// syncPolls makes the poller poll exactly the upstreams with vitals.
-// Under r.mu.
-func (r *Router) syncPolls() {
-	targets := map[string]string{}
-	for key, up := range r.upstreams {
-		if up.metricsURL != "" {
-			targets[key] = up.metricsURL
-		}
-	}
-	r.poller.Set(targets)
 }
 
 // vitals takes one reading of an upstream's vitals: its weight factor
