@@ -249,6 +249,7 @@ var (
 type frontConn struct {
 	s      *frontServer
 	rwc    net.Conn
+	sys    net.Conn // rwc, read and written with raw system calls (newSysConn)
 	remote string
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -279,7 +280,7 @@ func (s *frontServer) newConn(rwc net.Conn) *frontConn {
 	ctx = context.WithValue(ctx, http.LocalAddrContextKey, rwc.LocalAddr())
 	in := &interrupter{}
 	ctx = context.WithValue(ctx, interrupterKey{}, in)
-	c := &frontConn{s: s, rwc: rwc, remain: math.MaxInt64}
+	c := &frontConn{s: s, rwc: rwc, sys: newSysConn(rwc), remain: math.MaxInt64}
 	var cancel context.CancelFunc
 	c.ctx, cancel = context.WithCancel(ctx)
 	c.cancel = func() {
@@ -304,7 +305,7 @@ func (c *frontConn) Read(p []byte) (int, error) {
 	if int64(len(p)) > c.remain {
 		p = p[:c.remain]
 	}
-	n, err := c.rwc.Read(p)
+	n, err := c.sys.Read(p)
 	c.remain -= int64(n)
 	if err != nil {
 		c.cancel()
@@ -313,7 +314,7 @@ func (c *frontConn) Read(p []byte) (int, error) {
 }
 
 func (c *frontConn) Write(p []byte) (int, error) {
-	n, err := c.rwc.Write(p)
+	n, err := c.sys.Write(p)
 	if err != nil {
 		c.cancel()
 	}
@@ -404,6 +405,7 @@ func (c *frontConn) readRequest(first bool) (*http.Request, error) {
 			c.rwc.SetReadDeadline(deadline(c.s.srv.ReadHeaderTimeout))
 		} else {
 			c.rwc.SetReadDeadline(deadline(c.s.srv.IdleTimeout))
+			yield() // while the client reads the answer and asks again
 			if _, err := c.br.Peek(1); err != nil {
 				return nil, err
 			}

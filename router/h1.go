@@ -37,6 +37,28 @@ type h1Conn struct {
 	since time.Time // idle since
 	pool  *h1Pool
 	resp  h1Response // the answer being read, reused
+
+	mu          sync.Mutex
+	interrupted bool // by interrupt: no deadline may undo it
+}
+
+// interrupt ends any read or write on hc now, and keeps them ended: a
+// deadline the exchange sets afterwards (the try timeout) does not undo
+// it. The connection is closed after.
+func (hc *h1Conn) interrupt() {
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	hc.interrupted = true
+	hc.c.SetDeadline(time.Unix(1, 0))
+}
+
+// setReadDeadline sets hc's read deadline unless hc has been interrupted.
+func (hc *h1Conn) setReadDeadline(t time.Time) {
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	if !hc.interrupted {
+		hc.c.SetReadDeadline(t)
+	}
 }
 
 // errStale is a kept-alive connection that turned out closed before the
@@ -79,7 +101,8 @@ func (p *h1Pool) get(ctx context.Context, addr string, fresh bool) (*h1Conn, boo
 	if err != nil {
 		return nil, false, &dialError{addr: addr, err: err}
 	}
-	hc := &h1Conn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10), addr: addr, pool: p}
+	sc := newSysConn(c)
+	hc := &h1Conn{c: c, br: bufio.NewReaderSize(sc, 16<<10), bw: bufio.NewWriterSize(sc, 16<<10), addr: addr, pool: p}
 	hc.resp.hc = hc
 	return hc, false, nil
 }
@@ -154,10 +177,10 @@ func (p *h1Pool) roundTrip(o *outbound) (*h1Response, error) {
 		}
 		var stop func() bool
 		if in, ok := ctx.Value(interrupterKey{}).(*interrupter); ok {
-			in.watch(hc.c)
+			in.watch(hc)
 			stop = in.unwatch
 		} else {
-			stop = context.AfterFunc(ctx, func() { interrupt(hc.c) })
+			stop = context.AfterFunc(ctx, hc.interrupt)
 		}
 		resp, err := p.exchange(hc, o)
 		if !stop() {
@@ -189,9 +212,6 @@ func stale(err error) bool {
 	return !errors.As(err, &be) && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
 }
 
-// interrupt makes c's reads and writes in progress, and later ones, fail.
-func interrupt(c net.Conn) { c.SetDeadline(time.Unix(1, 0)) }
-
 // interrupter is what context.AfterFunc does for roundTrip, without its
 // cost per request (two allocations, and a child added to and removed
 // from the context's set under its lock, about 2% of the router's CPU at
@@ -201,18 +221,18 @@ func interrupt(c net.Conn) { c.SetDeadline(time.Unix(1, 0)) }
 type interrupter struct {
 	mu    sync.Mutex
 	fired bool
-	c     net.Conn // watched
+	c     *h1Conn // watched
 }
 
 type interrupterKey struct{}
 
 // watch makes fire interrupt c, at once if it has already fired.
-func (in *interrupter) watch(c net.Conn) {
+func (in *interrupter) watch(c *h1Conn) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.c = c
 	if in.fired {
-		interrupt(c)
+		c.interrupt()
 	}
 }
 
@@ -231,7 +251,7 @@ func (in *interrupter) fire() {
 	defer in.mu.Unlock()
 	in.fired = true
 	if in.c != nil {
-		interrupt(in.c)
+		in.c.interrupt()
 	}
 }
 
@@ -280,8 +300,9 @@ func (p *h1Pool) exchange(hc *h1Conn, o *outbound) (*h1Response, error) {
 	if err := bw.Flush(); err != nil {
 		return nil, err
 	}
+	yield() // while the backend answers
 	if p.tryTimeout > 0 {
-		hc.c.SetReadDeadline(time.Now().Add(p.tryTimeout))
+		hc.setReadDeadline(time.Now().Add(p.tryTimeout))
 	}
 	resp := &hc.resp
 	for first := true; ; first = false {
@@ -302,7 +323,7 @@ func (p *h1Pool) exchange(hc *h1Conn, o *outbound) (*h1Response, error) {
 			continue
 		}
 		if p.tryTimeout > 0 {
-			hc.c.SetReadDeadline(time.Time{})
+			hc.setReadDeadline(time.Time{})
 		}
 		return resp, nil
 	}

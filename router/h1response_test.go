@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -454,5 +455,25 @@ func TestRoundTripEndsWithItsConnection(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the round trip kept waiting for the backend after its client connection was closed")
+	}
+}
+
+// TestInterruptOutlastsDeadlines: a connection interrupted (its client
+// gone) stays interrupted when the exchange sets its try timeout after:
+// the read fails at once instead of waiting out the timeout.
+func TestInterruptOutlastsDeadlines(t *testing.T) {
+	c, backend, err := tcpPair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close() // and never answers
+	defer c.Close()
+	hc := &h1Conn{c: c}
+	hc.interrupt()
+	hc.setReadDeadline(time.Now().Add(time.Hour))
+	hc.setReadDeadline(time.Time{})
+	_, err = newSysConn(c).Read(make([]byte, 1))
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read after interrupt: %v, want a deadline exceeded", err)
 	}
 }
