@@ -223,14 +223,6 @@ func (s *frontServer) logf(format string, args ...any) {
 	log.Printf(format, args...)
 }
 
-// deadline is now plus d, or none for d <= 0.
-func deadline(d time.Duration) time.Time {
-	if d <= 0 {
-		return time.Time{}
-	}
-	return time.Now().Add(d)
-}
-
 // Connection states, for Shutdown.
 const (
 	connIdle   int32 = iota // waiting for a request (or reading its header)
@@ -250,6 +242,7 @@ type frontConn struct {
 	s      *frontServer
 	rwc    net.Conn
 	sys    net.Conn // rwc, read and written with raw system calls (newSysConn)
+	rd     readDeadline
 	remote string
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -324,7 +317,7 @@ func (c *frontConn) Write(p []byte) (int, error) {
 // serve reads and answers requests on c until either side closes it.
 func (c *frontConn) serve() {
 	defer c.close()
-	c.rwc.SetReadDeadline(deadline(c.s.srv.ReadHeaderTimeout))
+	c.rd.set(c.rwc, time.Now(), c.s.srv.ReadHeaderTimeout)
 	if c.h2c() {
 		return
 	}
@@ -379,7 +372,7 @@ func (c *frontConn) h2c() bool {
 	}
 	read := make([]byte, c.br.Buffered())
 	c.br.Read(read)
-	c.rwc.SetReadDeadline(time.Time{})
+	c.rd.clear(c.rwc)
 	c.handedOver = true
 	c.s.untrack(c)
 	c.s.h2.hand(&replayConn{Conn: c.rwc, read: read})
@@ -402,16 +395,16 @@ func (c *frontConn) readRequest(first bool) (*http.Request, error) {
 	if !first {
 		if c.br.Buffered() > 0 {
 			// Pipelined: the request is (at least partly) here.
-			c.rwc.SetReadDeadline(deadline(c.s.srv.ReadHeaderTimeout))
+			c.rd.set(c.rwc, time.Now(), c.s.srv.ReadHeaderTimeout)
 		} else {
-			c.rwc.SetReadDeadline(deadline(c.s.srv.IdleTimeout))
+			c.rd.set(c.rwc, time.Now(), c.s.srv.IdleTimeout)
 			yield() // while the client reads the answer and asks again
 			if _, err := c.br.Peek(1); err != nil {
 				return nil, err
 			}
 			if !headerBuffered(c.br) {
 				// A header in pieces: it gets the header timeout from now.
-				c.rwc.SetReadDeadline(deadline(c.s.srv.ReadHeaderTimeout))
+				c.rd.set(c.rwc, time.Now(), c.s.srv.ReadHeaderTimeout)
 			}
 		}
 	}
@@ -1045,12 +1038,16 @@ func (w *frontWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c.bw.Flush()
 	c.hijacked = true
 	c.rwc.SetDeadline(time.Time{})
+	c.rd.setBy(time.Time{})
 	c.s.untrack(c)
 	return c.rwc, bufio.NewReadWriter(c.br, c.bw), nil
 }
 
 // SetReadDeadline and SetWriteDeadline serve http.ResponseController.
-func (w *frontWriter) SetReadDeadline(t time.Time) error  { return w.c.rwc.SetReadDeadline(t) }
+func (w *frontWriter) SetReadDeadline(t time.Time) error {
+	w.c.rd.setBy(t)
+	return w.c.rwc.SetReadDeadline(t)
+}
 func (w *frontWriter) SetWriteDeadline(t time.Time) error { return w.c.rwc.SetWriteDeadline(t) }
 
 // finish completes the response after the handler returned: the header if
@@ -1126,7 +1123,7 @@ func (b *frontBody) read(p []byte) (int, error) {
 	}
 	if !b.started {
 		b.started = true
-		b.c.rwc.SetReadDeadline(time.Time{})
+		b.c.rd.clear(b.c.rwc)
 		if b.expect {
 			b.c.writeContinue()
 		}

@@ -40,6 +40,7 @@ type h1Conn struct {
 
 	mu          sync.Mutex
 	interrupted bool // by interrupt: no deadline may undo it
+	rd          readDeadline
 }
 
 // interrupt ends any read or write on hc now, and keeps them ended: a
@@ -52,12 +53,13 @@ func (hc *h1Conn) interrupt() {
 	hc.c.SetDeadline(time.Unix(1, 0))
 }
 
-// setReadDeadline sets hc's read deadline unless hc has been interrupted.
-func (hc *h1Conn) setReadDeadline(t time.Time) {
+// setReadDeadline makes hc's read deadline about now+d (readDeadline), or
+// none for d <= 0, unless hc has been interrupted.
+func (hc *h1Conn) setReadDeadline(now time.Time, d time.Duration) {
 	hc.mu.Lock()
 	defer hc.mu.Unlock()
 	if !hc.interrupted {
-		hc.c.SetReadDeadline(t)
+		hc.rd.set(hc.c, now, d)
 	}
 }
 
@@ -145,24 +147,26 @@ func alive(c net.Conn) bool {
 	}
 	ok = false
 	var b [1]byte
-	rc.Read(func(fd uintptr) bool {
+	// Control, not Read: a read deadline left from the last exchange
+	// (readDeadline) may have passed.
+	rc.Control(func(fd uintptr) {
 		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 		// Nothing to read (EAGAIN) is an open, quiet connection; bytes
 		// on an idle connection are garbage from the backend.
 		ok = n < 0 && errors.Is(err, syscall.EAGAIN)
-		return true
 	})
 	return ok
 }
 
 // outbound is one try's request as the backend gets it.
 type outbound struct {
-	in     *http.Request // the client's request: method, header, context
-	addr   string        // the backend, HOST:PORT
-	uri    string        // request target: path and query
-	host   string        // Host header
-	body   *replayable   // nil for none
-	length int64         // body length, -1 for unknown (chunked)
+	in     *http.Request    // the client's request: method, header, context
+	addr   string           // the backend, HOST:PORT
+	uri    string           // request target: path and query
+	host   string           // Host header
+	body   *replayable      // nil for none
+	length int64            // body length, -1 for unknown (chunked)
+	fwd    *forwardedFields // nil for none
 }
 
 // roundTrip sends o and reads the response's head; the response is also
@@ -264,10 +268,15 @@ func (p *h1Pool) exchange(hc *h1Conn, o *outbound) (*h1Response, error) {
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
 	bw.WriteString(o.host)
 	bw.WriteString("\r\n")
+	fwd := o.fwd
 	for k, vs := range o.in.Header {
 		switch k {
 		case "Host", "Content-Length", "Transfer-Encoding", "Expect":
 			continue
+		case "X-Forwarded-For":
+			if fwd != nil && fwd.For != "" {
+				continue // in fwd.For, with the client's address
+			}
 		}
 		for _, v := range vs {
 			bw.WriteString(k)
@@ -275,6 +284,11 @@ func (p *h1Pool) exchange(hc *h1Conn, o *outbound) (*h1Response, error) {
 			bw.WriteString(v)
 			bw.WriteString("\r\n")
 		}
+	}
+	if fwd != nil {
+		writeField(bw, "X-Forwarded-For", fwd.For)
+		writeField(bw, "X-Forwarded-Proto", fwd.Proto)
+		writeField(bw, "X-Forwarded-Host", fwd.Host)
 	}
 	chunked := false
 	switch {
@@ -302,7 +316,7 @@ func (p *h1Pool) exchange(hc *h1Conn, o *outbound) (*h1Response, error) {
 	}
 	yield() // while the backend answers
 	if p.tryTimeout > 0 {
-		hc.setReadDeadline(time.Now().Add(p.tryTimeout))
+		hc.setReadDeadline(time.Now(), p.tryTimeout)
 	}
 	resp := &hc.resp
 	for first := true; ; first = false {
@@ -322,10 +336,23 @@ func (p *h1Pool) exchange(hc *h1Conn, o *outbound) (*h1Response, error) {
 		if resp.status >= 100 && resp.status < 200 && resp.status != http.StatusSwitchingProtocols {
 			continue
 		}
-		if p.tryTimeout > 0 {
-			hc.setReadDeadline(time.Time{})
+		if p.tryTimeout > 0 && !resp.bodyBuffered() {
+			// The body may take longer than the head: no timeout. One
+			// already read whole leaves the deadline for the next try
+			// on this connection to move, or not (readDeadline).
+			hc.setReadDeadline(time.Time{}, 0)
 		}
 		return resp, nil
+	}
+}
+
+// writeField writes the header field k: v, unless v is "".
+func writeField(bw *bufio.Writer, k, v string) {
+	if v != "" {
+		bw.WriteString(k)
+		bw.WriteString(": ")
+		bw.WriteString(v)
+		bw.WriteString("\r\n")
 	}
 }
 

@@ -110,6 +110,13 @@ const (
 	bodyToClose
 )
 
+// bodyBuffered reports whether the body has been read into the
+// connection's buffer with the head: reading it takes no read of the
+// connection.
+func (r *h1Response) bodyBuffered() bool {
+	return r.body == bodyNone || r.body == bodyLength && r.remain <= int64(r.br.Buffered())
+}
+
 // maxHeadBytes bounds an answer's status line and header, as net/http's
 // server bounds a request's (http.DefaultMaxHeaderBytes); http.ReadResponse
 // has no bound.

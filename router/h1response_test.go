@@ -470,8 +470,8 @@ func TestInterruptOutlastsDeadlines(t *testing.T) {
 	defer c.Close()
 	hc := &h1Conn{c: c}
 	hc.interrupt()
-	hc.setReadDeadline(time.Now().Add(time.Hour))
-	hc.setReadDeadline(time.Time{})
+	hc.setReadDeadline(time.Now(), time.Hour)
+	hc.setReadDeadline(time.Time{}, 0)
 	_, err = newSysConn(c).Read(make([]byte, 1))
 	if !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("read after interrupt: %v, want a deadline exceeded", err)

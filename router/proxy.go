@@ -56,6 +56,7 @@ type exchange struct {
 	req   *http.Request
 	start time.Time
 	body  *replayable
+	fwd   forwardedFields
 
 	tries   int
 	last    *member // the backend of the last try
@@ -67,6 +68,7 @@ func (x *exchange) serve() {
 	req := x.req
 	upgrade := upgradeType(req.Header)
 	prepareHeader(req, upgrade)
+	x.fwd = forwarded(req)
 	if req.Body != nil && req.Body != http.NoBody {
 		b, err := newReplayable(req)
 		if err != nil {
@@ -209,13 +211,14 @@ func (x *exchange) try(m *member, upgrade string) (reply, time.Time, error) {
 		host = ro.HostHeader
 	}
 	if (ro.Proto == "http" || ro.Proto == "") && upgrade == "" {
-		o := outbound{in: in, addr: m.up.addr, uri: x.target(), host: host, length: in.ContentLength}
+		o := outbound{in: in, addr: m.up.addr, uri: x.target(), host: host, length: in.ContentLength, fwd: &x.fwd}
 		o.body = x.body
 		began := m.b.Begin()
 		resp, err := x.r.h1.roundTrip(&o)
 		return reply{h1: resp}, began, err
 	}
 	out := in.WithContext(in.Context())
+	x.fwd.addTo(out.Header) // the client's: set, so that a retry sets them again alike
 	u := url.URL{Scheme: "http", Host: m.up.addr, Path: in.URL.Path, RawPath: in.URL.RawPath, RawQuery: in.URL.RawQuery}
 	if ro.Strip != "" || ro.Prepend != "" {
 		u.Path, u.RawPath = ro.Rewrite(in.URL.Path), ""
@@ -568,7 +571,7 @@ func removeHopByHop(h http.Header) {
 
 // prepareHeader turns the client's request header into the backend's, in
 // place: hop-by-hop headers out (but an upgrade's and "TE: trailers"
-// stay), X-Forwarded-* in.
+// stay). The X-Forwarded- fields are forwarded's.
 func prepareHeader(req *http.Request, upgrade string) {
 	h := req.Header
 	trailers := httpguts.HeaderValuesContainsToken(h["Te"], "trailers")
@@ -580,21 +583,50 @@ func prepareHeader(req *http.Request, upgrade string) {
 		h["Connection"] = []string{"Upgrade"}
 		h["Upgrade"] = []string{upgrade}
 	}
+}
+
+// forwardedFields are the X-Forwarded- fields a backend gets: the
+// client's address added to X-Forwarded-For, and X-Forwarded-Proto and
+// X-Forwarded-Host unless the client sent its own. The HTTP/1.1 pool
+// writes them as they are; addTo puts them in the header for net/http's
+// transports.
+type forwardedFields struct {
+	For   string // the whole X-Forwarded-For; "" to leave the client's
+	Proto string // "" when the client sent one
+	Host  string // "" when the client sent one
+}
+
+func forwarded(req *http.Request) forwardedFields {
+	h := req.Header
+	var f forwardedFields
 	if ip, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
+		f.For = ip
 		if prior, ok := h["X-Forwarded-For"]; ok {
-			ip = strings.Join(prior, ", ") + ", " + ip
+			f.For = strings.Join(prior, ", ") + ", " + ip
 		}
-		h["X-Forwarded-For"] = []string{ip}
-	}
-	proto := "http"
-	if req.TLS != nil {
-		proto = "https"
 	}
 	if _, ok := h["X-Forwarded-Proto"]; !ok {
-		h["X-Forwarded-Proto"] = []string{proto}
+		f.Proto = "http"
+		if req.TLS != nil {
+			f.Proto = "https"
+		}
 	}
 	if _, ok := h["X-Forwarded-Host"]; !ok {
-		h["X-Forwarded-Host"] = []string{req.Host}
+		f.Host = req.Host
+	}
+	return f
+}
+
+// addTo sets f's fields in h.
+func (f forwardedFields) addTo(h http.Header) {
+	if f.For != "" {
+		h["X-Forwarded-For"] = []string{f.For}
+	}
+	if f.Proto != "" {
+		h["X-Forwarded-Proto"] = []string{f.Proto}
+	}
+	if f.Host != "" {
+		h["X-Forwarded-Host"] = []string{f.Host}
 	}
 }
 

@@ -778,3 +778,42 @@ func benchKeepAlive(b *testing.B, addr string) {
 		resp.Body.Close()
 	}
 }
+
+// TestForwardedFields: the backend gets the client's address added to
+// X-Forwarded-For, and X-Forwarded-Proto and X-Forwarded-Host unless the
+// client sent its own, each in one field.
+func TestForwardedFields(t *testing.T) {
+	tr := startRouter(t, nil)
+	be := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, k := range []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"} {
+			fmt.Fprintf(w, "%s=%q\n", k, r.Header.Values(k))
+		}
+	}))
+	defer be.Close()
+	tr.mustAnnounce(t, "fwd", be.Listener.Addr().String(), "")
+	host := strings.TrimPrefix(tr.url, "http://")
+	for _, tc := range []struct {
+		sent map[string]string
+		want string
+	}{
+		{nil, `X-Forwarded-For=["127.0.0.1"]` + "\n" + `X-Forwarded-Proto=["http"]` + "\n" + `X-Forwarded-Host=["` + host + `"]` + "\n"},
+		{
+			map[string]string{"X-Forwarded-For": "10.0.0.1", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "front.example"},
+			`X-Forwarded-For=["10.0.0.1, 127.0.0.1"]` + "\n" + `X-Forwarded-Proto=["https"]` + "\n" + `X-Forwarded-Host=["front.example"]` + "\n",
+		},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, tr.url+"/", nil)
+		for k, v := range tc.sent {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != tc.want {
+			t.Errorf("sent %v: the backend got\n%s\nwant\n%s", tc.sent, b, tc.want)
+		}
+	}
+}
