@@ -24,7 +24,9 @@ import (
 // one's core, and the first, back from the kernel, has to sleep: two
 // thread switches for nothing, and waits of milliseconds when both threads
 // share a core. Raw calls keep the goroutine, its thread and its processor
-// together through the call.
+// together through the call. The calls are recvfrom and sendto, which
+// skip write's and read's file layer; sendto with MSG_NOSIGNAL, so that a
+// write to a connection the peer reset is EPIPE without a SIGPIPE.
 type sysConn struct {
 	net.Conn
 	rc syscall.RawConn
@@ -63,7 +65,7 @@ func newSysConn(c net.Conn) net.Conn {
 func (s *sysConn) readOnce(fd uintptr) bool {
 	r := &s.r
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.p[0])), uintptr(len(r.p)))
+		n, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&r.p[0])), uintptr(len(r.p)), 0, 0, 0)
 		switch e {
 		case 0:
 			r.n = int(n)
@@ -83,7 +85,7 @@ func (s *sysConn) readOnce(fd uintptr) bool {
 func (s *sysConn) writeAll(fd uintptr) bool {
 	w := &s.w
 	for len(w.p) > 0 {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&w.p[0])), uintptr(len(w.p)))
+		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&w.p[0])), uintptr(len(w.p)), syscall.MSG_NOSIGNAL, 0, 0)
 		switch e {
 		case 0:
 			w.n += int(n)
