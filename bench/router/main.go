@@ -235,6 +235,15 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	// The run's CPU accounting starts once every peer is up.
 	start := time.Now()
 	whole := markCPU(nil, be)
+	proxiesCPU := func() (t float64) {
+		for _, l := range legs {
+			if l.proxy != nil {
+				t += l.proxy.CPUSeconds()
+			}
+		}
+		return t
+	}
+	proxies0 := proxiesCPU()
 	var loadCPU float64 // every wrk run's
 
 	w, err := wrk.New(wrkBin, tmp)
@@ -325,7 +334,8 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	e.other = whole.since(loadCPU).other
+	// whole has no proxy: every proxy's CPU is taken out here.
+	e.other = max(whole.since(loadCPU).other-(proxiesCPU()-proxies0), 0)
 	e.wall = time.Since(start)
 
 	e.print(out)
