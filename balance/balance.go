@@ -48,8 +48,11 @@ func (b *Backend) Begin() time.Time {
 }
 
 // End records a request that began at start finishing now.
-func (b *Backend) End(start time.Time) {
-	now := time.Now()
+func (b *Backend) End(start time.Time) { b.EndAt(start, time.Now()) }
+
+// EndAt is End for a caller that has read the clock: the request finished
+// at now.
+func (b *Backend) EndAt(start, now time.Time) {
 	b.inflight.Add(-1)
 	b.observe(now, now.Sub(start))
 }

@@ -79,8 +79,7 @@ func newH1Pool(connect, try time.Duration) *h1Pool {
 }
 
 // get returns an idle connection to addr that is still open, or a new one.
-func (p *h1Pool) get(ctx context.Context, addr string, fresh bool) (*h1Conn, bool, error) {
-	now := time.Now()
+func (p *h1Pool) get(ctx context.Context, addr string, fresh bool, now time.Time) (*h1Conn, bool, error) {
 	for !fresh {
 		p.mu.Lock()
 		list := p.idle[addr]
@@ -167,6 +166,15 @@ type outbound struct {
 	body   *replayable      // nil for none
 	length int64            // body length, -1 for unknown (chunked)
 	fwd    *forwardedFields // nil for none
+	began  time.Time        // when the try began: the clock read once for it
+}
+
+// now is when o's try began, or the time now if that is not known.
+func (o *outbound) now() time.Time {
+	if o.began.IsZero() {
+		return time.Now()
+	}
+	return o.began
 }
 
 // roundTrip sends o and reads the response's head; the response is also
@@ -175,7 +183,7 @@ type outbound struct {
 func (p *h1Pool) roundTrip(o *outbound) (*h1Response, error) {
 	ctx := o.in.Context()
 	for fresh := false; ; fresh = true {
-		hc, reused, err := p.get(ctx, o.addr, fresh)
+		hc, reused, err := p.get(ctx, o.addr, fresh, o.now())
 		if err != nil {
 			return nil, err
 		}
@@ -316,7 +324,7 @@ func (p *h1Pool) exchange(hc *h1Conn, o *outbound) (*h1Response, error) {
 	}
 	yield() // while the backend answers
 	if p.tryTimeout > 0 {
-		hc.setReadDeadline(time.Now(), p.tryTimeout)
+		hc.setReadDeadline(o.now(), p.tryTimeout)
 	}
 	resp := &hc.resp
 	for first := true; ; first = false {

@@ -211,9 +211,9 @@ func (x *exchange) try(m *member, upgrade string) (reply, time.Time, error) {
 		host = ro.HostHeader
 	}
 	if (ro.Proto == "http" || ro.Proto == "") && upgrade == "" {
-		o := outbound{in: in, addr: m.up.addr, uri: x.target(), host: host, length: in.ContentLength, fwd: &x.fwd}
-		o.body = x.body
 		began := m.b.Begin()
+		o := outbound{in: in, addr: m.up.addr, uri: x.target(), host: host, length: in.ContentLength, fwd: &x.fwd, began: began}
+		o.body = x.body
 		resp, err := x.r.h1.roundTrip(&o)
 		return reply{h1: resp}, began, err
 	}
@@ -274,7 +274,7 @@ func (x *exchange) judge(m *member, a reply, err error, began time.Time, statusR
 	case err != nil && (x.req.Context().Err() != nil || errors.As(err, new(*bodyError))):
 		// The client went away, or its body broke off: not the
 		// backend's fault.
-		m.b.End(began)
+		m.b.EndAt(began, now)
 		return "", err
 	case err != nil:
 		ok = false
@@ -291,7 +291,7 @@ func (x *exchange) judge(m *member, a reply, err error, began time.Time, statusR
 			retry = "status"
 		}
 	}
-	m.b.End(began)
+	m.b.EndAt(began, now)
 	if pool.Result(m.b, now, ok) {
 		x.r.ejected(x.st, m, "consecutive failures")
 	}
