@@ -16,6 +16,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -60,6 +61,7 @@ const nBackends = 3
 type config struct {
 	duration, warmup, latDuration time.Duration
 	connections, threads, procs   int
+	rounds                        int
 	rate                          float64
 	timeout                       time.Duration
 	only                          string
@@ -91,6 +93,8 @@ func (c *config) validate() error {
 		return errors.New("-connections and -threads must be at least 1, and -threads at most -connections")
 	case c.procs < 1:
 		return errors.New("-procs must be at least 1")
+	case c.rounds < 1:
+		return errors.New("-rounds must be at least 1")
 	case c.rate < 0:
 		return errors.New("-rate must not be negative")
 	case c.timeout < 10*time.Millisecond:
@@ -101,11 +105,12 @@ func (c *config) validate() error {
 
 func main() {
 	var cfg config
-	flag.DurationVar(&cfg.duration, "duration", 10*time.Second, "wrk -d: each path's peak run")
+	flag.DurationVar(&cfg.duration, "duration", 5*time.Second, "wrk -d: each path's peak run")
 	flag.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured wrk run of each path before the peak runs; 0 skips it")
-	flag.DurationVar(&cfg.latDuration, "latency-duration", 10*time.Second, "each fixed-rate latency run; 0 skips them")
+	flag.DurationVar(&cfg.latDuration, "latency-duration", 5*time.Second, "each fixed-rate latency run; 0 skips them")
 	flag.IntVar(&cfg.connections, "connections", 64, "wrk -c, and the fixed-rate client's connections")
 	flag.IntVar(&cfg.threads, "threads", 1, "wrk -t: load generator threads")
+	flag.IntVar(&cfg.rounds, "rounds", 3, "runs of every path, peak and latency, in turn (each round starting from the next path); the median run is reported")
 	flag.IntVar(&cfg.procs, "procs", 1, "threads of every proxy: Discotech's GOMAXPROCS, haproxy's nbthread, nginx's worker_processes")
 	flag.Float64Var(&cfg.rate, "rate", 0, "requests/s of the latency runs (default: half of each proxy's own peak)")
 	flag.DurationVar(&cfg.timeout, "timeout", 2*time.Second, "a request unanswered this long is a timeout (wrk --timeout, whole seconds; and the latency runs)")
@@ -135,9 +140,10 @@ type leg struct {
 
 	spread map[string]int // answers to a few requests, by backend
 
-	peak    *wrk.Result
+	peak    *wrk.Result // the median round's
 	peakCPU cpuSplit
-	bad     string // why its peak figures do not count: errors or non-2xx answers
+	peaks   []float64 // every round's requests/s, in order
+	bad     string    // why its peak figures do not count: errors or non-2xx answers
 
 	rate      float64      // the latency runs' rate: half its own peak, or -rate
 	lat       *pacedResult // at rate
@@ -145,6 +151,7 @@ type leg struct {
 	latErr    error
 	direct    *pacedResult // the direct path at the same rate
 	directErr error
+	added     []float64 // every latency round's added p99 (ns), in order
 }
 
 func (l *leg) ok() bool { return l.err == nil && l.peak != nil }
@@ -271,36 +278,60 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			}
 		}
 	}
+	type peakRun struct {
+		r   *wrk.Result
+		cpu cpuSplit
+	}
+	peakRuns := map[*leg][]peakRun{}
+	for round := range cfg.rounds {
+		for _, l := range rotate(legs, round) {
+			if l.err != nil {
+				continue
+			}
+			cli.Progress("%s: peak, wrk -t%d -c%d, %s (round %d of %d)", l.label, cfg.threads, cfg.connections, cfg.duration, round+1, cfg.rounds)
+			m := markCPU(l.proxy, be)
+			r, err := w.Run(ctx, "http://"+l.addr+"/", cfg.duration, nil)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var cpu cpuSplit
+			if err == nil {
+				loadCPU += r.CPU
+				cpu = m.since(r.CPU)
+				err = l.check(r)
+			}
+			if l.err = err; err != nil {
+				cli.Progress("%s: left out: %v", l.label, err)
+				continue
+			}
+			peakRuns[l] = append(peakRuns[l], peakRun{r, cpu})
+			l.peaks = append(l.peaks, r.Rate())
+			if bad := r.Errors(); bad > 0.001*r.Requests && l.bad == "" {
+				l.bad = fmt.Sprintf("%s errors in %s requests (%s)", figure.Thousands(bad), figure.Thousands(r.Requests), r.DescribeErrors())
+			}
+			cli.Progress("%s: %s/s, p50 %s, p99 %s, %s errors, %s non-2xx", l.label, figure.Thousands(r.Rate()),
+				figure.Micros(r.Latency.Quantiles(0.5)[0]), figure.Micros(r.Latency.Quantiles(0.99)[0]),
+				figure.Thousands(r.Errors()-r.StatusErrors), figure.Thousands(r.StatusErrors))
+		}
+	}
 	for _, l := range legs {
-		if l.err != nil {
-			continue
+		if runs := peakRuns[l]; l.err == nil && len(runs) > 0 {
+			med := median(runs, func(a, b peakRun) int { return cmp.Compare(a.r.Rate(), b.r.Rate()) })
+			l.peak, l.peakCPU = med.r, med.cpu
 		}
-		cli.Progress("%s: peak, wrk -t%d -c%d, %s", l.label, cfg.threads, cfg.connections, cfg.duration)
-		m := markCPU(l.proxy, be)
-		r, err := w.Run(ctx, "http://"+l.addr+"/", cfg.duration, nil)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err == nil {
-			loadCPU += r.CPU
-			l.peakCPU = m.since(r.CPU)
-			err = l.check(r)
-		}
-		if l.err = err; err != nil {
-			cli.Progress("%s: left out: %v", l.label, err)
-			continue
-		}
-		l.peak = r
-		if bad := r.Errors(); bad > 0.001*r.Requests {
-			l.bad = fmt.Sprintf("%s errors in %s requests (%s)", figure.Thousands(bad), figure.Thousands(r.Requests), r.DescribeErrors())
-		}
-		cli.Progress("%s: %s/s, p50 %s, p99 %s, %s errors, %s non-2xx", l.label, figure.Thousands(r.Rate()),
-			figure.Micros(r.Latency.Quantiles(0.5)[0]), figure.Micros(r.Latency.Quantiles(0.99)[0]),
-			figure.Thousands(r.Errors()-r.StatusErrors), figure.Thousands(r.StatusErrors))
 	}
 
 	direct := get(pDirect)
 	if cfg.latDuration > 0 {
+		type latRun struct {
+			direct    *pacedResult
+			directErr error
+			lat       *pacedResult
+			cpu       cpuSplit
+			added     float64 // ns; NaN without the direct run
+		}
+		latRuns := map[*leg][]latRun{}
+		var proxies []*leg
 		for _, l := range legs {
 			if l.key == pDirect || !l.ok() {
 				continue
@@ -309,26 +340,44 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			if l.rate == 0 {
 				l.rate = l.peak.Rate() / 2
 			}
-			if direct != nil && direct.ok() {
-				cli.Progress("%s: latency at %s/s (the rate of %s), %s", direct.label, figure.Thousands(l.rate), l.key, cfg.latDuration)
-				l.direct, l.directErr = paced(ctx, direct.addr, l.rate, cfg.latDuration, cfg.connections, cfg.timeout)
-				if l.directErr == nil {
-					cli.Progress("%s: %s", direct.label, describePaced(l.direct))
+			proxies = append(proxies, l)
+		}
+		for round := range cfg.rounds {
+			for _, l := range rotate(proxies, round) {
+				if l.latErr != nil {
+					continue
 				}
+				var lr latRun
+				if direct != nil && direct.ok() {
+					cli.Progress("%s: latency at %s/s (the rate of %s), %s", direct.label, figure.Thousands(l.rate), l.key, cfg.latDuration)
+					lr.direct, lr.directErr = paced(ctx, direct.addr, l.rate, cfg.latDuration, cfg.connections, cfg.timeout)
+					if lr.directErr == nil {
+						cli.Progress("%s: %s", direct.label, describePaced(lr.direct))
+					}
+				}
+				cli.Progress("%s: latency at %s/s, %s (round %d of %d)", l.label, figure.Thousands(l.rate), cfg.latDuration, round+1, cfg.rounds)
+				m := markCPU(l.proxy, be)
+				r, err := paced(ctx, l.addr, l.rate, cfg.latDuration, cfg.connections, cfg.timeout)
+				if err == nil {
+					err = l.proxy.Err()
+				}
+				if err != nil {
+					l.latErr = err
+					cli.Progress("%s: latency run: %v", l.label, err)
+					continue
+				}
+				lr.lat, lr.cpu = r, m.since(0) // the client is this process: its CPU is the benchmark's
+				lr.added = addedP99(r, lr.direct)
+				latRuns[l] = append(latRuns[l], lr)
+				l.added = append(l.added, lr.added)
+				cli.Progress("%s: %s", l.label, describePaced(r))
 			}
-			cli.Progress("%s: latency at %s/s, %s", l.label, figure.Thousands(l.rate), cfg.latDuration)
-			m := markCPU(l.proxy, be)
-			r, err := paced(ctx, l.addr, l.rate, cfg.latDuration, cfg.connections, cfg.timeout)
-			if err == nil {
-				err = l.proxy.Err()
+		}
+		for _, l := range proxies {
+			if runs := latRuns[l]; l.latErr == nil && len(runs) > 0 {
+				med := median(runs, func(a, b latRun) int { return cmp.Compare(a.added, b.added) })
+				l.lat, l.latCPU, l.direct, l.directErr = med.lat, med.cpu, med.direct, med.directErr
 			}
-			if err != nil {
-				l.latErr = err
-				cli.Progress("%s: latency run: %v", l.label, err)
-				continue
-			}
-			l.lat, l.latCPU = r, m.since(0) // the client is this process: its CPU is the benchmark's
-			cli.Progress("%s: %s", l.label, describePaced(r))
 		}
 	}
 	if ctx.Err() != nil {
@@ -339,8 +388,8 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	e.wall = time.Since(start)
 
 	e.print(out)
-	fmt.Fprintf(out, "load: wrk -t%d -c%d for %s per path (keep-alive, GET / of %d bytes); latency: %d keep-alive connections, open loop, %s per run\n",
-		cfg.threads, cfg.connections, cfg.duration, len(backendBody), cfg.connections, cfg.latDuration)
+	fmt.Fprintf(out, "load: wrk -t%d -c%d for %s per path and round (keep-alive, GET / of %d bytes); latency: %d keep-alive connections, open loop, %s per run; %d rounds, the median run of each path reported\n",
+		cfg.threads, cfg.connections, cfg.duration, len(backendBody), cfg.connections, cfg.latDuration, cfg.rounds)
 	printPeak(out, legs)
 	printLatency(out, legs)
 	printNotes(out, legs)
@@ -376,6 +425,24 @@ func (l *leg) check(r *wrk.Result) error {
 		return fmt.Errorf("no request answered (errors: %s) %s", r.DescribeErrors(), r.Stderr)
 	}
 	return nil
+}
+
+// rotate is legs starting from the round-th (wrapping around), so that no
+// path always runs first, or always right after another.
+func rotate(legs []*leg, round int) []*leg {
+	if len(legs) == 0 {
+		return nil
+	}
+	i := round % len(legs)
+	return append(slices.Clone(legs[i:]), legs[:i]...)
+}
+
+// median is the middle of runs by compare (the upper one of the two
+// middles for an even count).
+func median[T any](runs []T, compare func(a, b T) int) T {
+	sorted := slices.Clone(runs)
+	slices.SortStableFunc(sorted, compare)
+	return sorted[len(sorted)/2]
 }
 
 // describePaced is a progress line for a latency run.

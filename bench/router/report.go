@@ -42,11 +42,14 @@ func reason(err error) string {
 
 // addedP99 is l's p99 at its latency rate minus the direct path's at the
 // same rate, in ns; NaN when either was not measured.
-func (l *leg) addedP99() float64 {
-	if l.lat == nil || l.direct == nil {
+func (l *leg) addedP99() float64 { return addedP99(l.lat, l.direct) }
+
+// addedP99 is lat's p99 minus direct's, in ns; NaN when either is nil.
+func addedP99(lat, direct *pacedResult) float64 {
+	if lat == nil || direct == nil {
 		return math.NaN()
 	}
-	return l.lat.lat.Quantiles(0.99)[0] - l.direct.lat.Quantiles(0.99)[0]
+	return lat.lat.Quantiles(0.99)[0] - direct.lat.Quantiles(0.99)[0]
 }
 
 // pct formats n of total as a percentage.
@@ -174,6 +177,20 @@ func printNotes(w io.Writer, legs []*leg) {
 			}
 			notes = append(notes, fmt.Sprintf("%s: %d requests one after the other were answered by %s", l.key, n, strings.Join(by, ", ")))
 		}
+		if len(l.peaks) > 1 {
+			var by []string
+			for _, r := range l.peaks {
+				by = append(by, figure.Thousands(r))
+			}
+			notes = append(notes, fmt.Sprintf("%s: peak requests/s by round %s (the median is reported)", l.key, strings.Join(by, ", ")))
+		}
+		if len(l.added) > 1 && slices.ContainsFunc(l.added, func(d float64) bool { return !math.IsNaN(d) }) {
+			var by []string
+			for _, d := range l.added {
+				by = append(by, figure.Micros(d))
+			}
+			notes = append(notes, fmt.Sprintf("%s: added p99 by round %s (the median is reported)", l.key, strings.Join(by, ", ")))
+		}
 		if l.err != nil {
 			notes = append(notes, fmt.Sprintf("%s: not measured: %v", l.key, l.err))
 		}
@@ -204,9 +221,9 @@ func printNotes(w io.Writer, legs []*leg) {
 // summary prints the headline figures and the aims as markdown.
 func summary(w io.Writer, cfg config, e env, legs []*leg) {
 	fmt.Fprintf(w, "\n## Summary (markdown)\n\n")
-	fmt.Fprintf(w, "`%s` — %s; %s; %s × %d cores; %s; %s; %s; %s; %s. %d backends (one nginx process, `return 200`); every proxy with %d thread(s) (GOMAXPROCS, nbthread, worker_processes). wrk -t%d -c%d, %s per path; latency open loop over %d connections at half each proxy's own peak, %s per run.\n\n",
+	fmt.Fprintf(w, "`%s` — %s; %s; %s × %d cores; %s; %s; %s; %s; %s. %d backends (one nginx process, `return 200`); every proxy with %d thread(s) (GOMAXPROCS, nbthread, worker_processes). wrk -t%d -c%d, %s per path; latency open loop over %d connections at half each proxy's own peak, %s per run; the median of %d rounds, the paths in turn.\n\n",
 		e.Command, e.Date, e.Go, e.CPU, e.Cores, e.Kernel, e.disco, e.haproxy, e.nginx, e.wrk,
-		nBackends, cfg.procs, cfg.threads, cfg.connections, cfg.duration, cfg.connections, cfg.latDuration)
+		nBackends, cfg.procs, cfg.threads, cfg.connections, cfg.duration, cfg.connections, cfg.latDuration, cfg.rounds)
 	fmt.Fprintln(w, "| path | requests/s | p50 | p99 | proxy CPU/request | latency at | p99 | added p99 |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
 	byKey := map[string]*leg{}
