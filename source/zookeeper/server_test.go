@@ -74,15 +74,17 @@ admin.enableServer=false
 func (s *zkServer) addr() string { return s.hostport }
 
 // start runs the server on its port and data directory, and waits until it
-// answers "ruok".
+// serves requests: "ruok" is answered as soon as the port is bound, before
+// the server has started, and a session asked for in between can be
+// dropped; "mntr" reports the sessions only once it serves.
 func (s *zkServer) start() {
 	s.t.Helper()
 	s.proc = testpeer.Start(s.t, s.java,
 		"-Xmx128m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
 		"-Dorg.slf4j.simpleLogger.showDateTime=true",
 		"-cp", zkJar+":"+slf4jSimple, "org.apache.zookeeper.server.ZooKeeperServerMain", s.cfg)
-	ruok := func() bool { r, _ := fourLetter(s.addr(), "ruok"); return r == "imok" }
-	if err := s.proc.WaitReady(30*time.Second, ruok); err != nil {
+	serving := func() bool { return s.sessions() >= 0 }
+	if err := s.proc.WaitReady(30*time.Second, serving); err != nil {
 		s.t.Fatalf("zookeeper on %s: %v", s.addr(), err)
 	}
 }
