@@ -156,13 +156,16 @@ type devProc struct {
 	router string // its router's traffic address
 }
 
-// startDev runs disco dev without its demo, with every port free and the
-// table at table, and returns it once the registry is ready.
+// startDev runs disco dev without its demo, with every port free, the
+// table at table and its data in the test's temporary directory (dev's own
+// is removed on exit, which a test's SIGKILL skips), and returns it once
+// the registry is ready. args come after, and may name another data
+// directory.
 func startDev(t *testing.T, httpAddr, table string, args ...string) devProc {
 	t.Helper()
 	d := devProc{router: testpeer.FreePort(t)}
 	d.Process = run(t, append([]string{"dev", "--http", httpAddr, "--dns", testpeer.FreeUDPTCPPort(t), "--agent-http", testpeer.FreePort(t),
-		"--table", table, "--router-listen", d.router, "--router-admin", testpeer.FreePort(t), "--no-demo"}, args...)...)
+		"--table", table, "--router-listen", d.router, "--router-admin", testpeer.FreePort(t), "--no-demo", "--data-dir", t.TempDir()}, args...)...)
 	waitReady(t, httpAddr, d.Process)
 	return d
 }
