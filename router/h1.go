@@ -159,14 +159,14 @@ func alive(c net.Conn) bool {
 
 // outbound is one try's request as the backend gets it.
 type outbound struct {
-	in     *http.Request    // the client's request: method, header, context
-	addr   string           // the backend, HOST:PORT
-	uri    string           // request target: path and query
-	host   string           // Host header
-	body   *replayable      // nil for none
-	length int64            // body length, -1 for unknown (chunked)
-	fwd    *forwardedFields // nil for none
-	began  time.Time        // when the try began: the clock read once for it
+	in     *http.Request // the client's request: method, header, context
+	addr   string        // the backend, HOST:PORT
+	uri    string        // request target: path and query
+	host   string        // Host header
+	body   *replayable   // nil for none
+	length int64         // body length, -1 for unknown (chunked)
+	fwd    forwardedFields
+	began  time.Time // when the try began: the clock read once for it
 }
 
 // now is when o's try began, or the time now if that is not known.
@@ -276,13 +276,13 @@ func (p *h1Pool) exchange(hc *h1Conn, o *outbound) (*h1Response, error) {
 	bw.WriteString(" HTTP/1.1\r\nHost: ")
 	bw.WriteString(o.host)
 	bw.WriteString("\r\n")
-	fwd := o.fwd
+	fwd := &o.fwd
 	for k, vs := range o.in.Header {
 		switch k {
 		case "Host", "Content-Length", "Transfer-Encoding", "Expect":
 			continue
 		case "X-Forwarded-For":
-			if fwd != nil && fwd.For != "" {
+			if fwd.For != "" {
 				continue // in fwd.For, with the client's address
 			}
 		}
@@ -293,11 +293,9 @@ func (p *h1Pool) exchange(hc *h1Conn, o *outbound) (*h1Response, error) {
 			bw.WriteString("\r\n")
 		}
 	}
-	if fwd != nil {
-		writeField(bw, "X-Forwarded-For", fwd.For)
-		writeField(bw, "X-Forwarded-Proto", fwd.Proto)
-		writeField(bw, "X-Forwarded-Host", fwd.Host)
-	}
+	writeField(bw, "X-Forwarded-For", fwd.For)
+	writeField(bw, "X-Forwarded-Proto", fwd.Proto)
+	writeField(bw, "X-Forwarded-Host", fwd.Host)
 	chunked := false
 	switch {
 	case o.body == nil:

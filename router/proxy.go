@@ -212,7 +212,7 @@ func (x *exchange) try(m *member, upgrade string) (reply, time.Time, error) {
 	}
 	if (ro.Proto == "http" || ro.Proto == "") && upgrade == "" {
 		began := m.b.Begin()
-		o := outbound{in: in, addr: m.up.addr, uri: x.target(), host: host, length: in.ContentLength, fwd: &x.fwd, began: began}
+		o := outbound{in: in, addr: m.up.addr, uri: x.target(), host: host, length: in.ContentLength, fwd: x.fwd, began: began}
 		o.body = x.body
 		resp, err := x.r.h1.roundTrip(&o)
 		return reply{h1: resp}, began, err
