@@ -24,6 +24,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -65,7 +66,7 @@ type config struct {
 	rate                          float64
 	timeout                       time.Duration
 	only                          string
-	keep                          bool
+	keep, pin                     bool
 	discoBin, wrkBin              string
 	nginxBin, haproxyBin          string
 }
@@ -95,6 +96,8 @@ func (c *config) validate() error {
 		return errors.New("-procs must be at least 1")
 	case c.rounds < 1:
 		return errors.New("-rounds must be at least 1")
+	case c.pin && runtime.NumCPU() < 2:
+		return errors.New("-pin needs 2 CPUs or more: one for the proxy, the others for the load")
 	case c.rate < 0:
 		return errors.New("-rate must not be negative")
 	case c.timeout < 10*time.Millisecond:
@@ -115,6 +118,7 @@ func main() {
 	flag.Float64Var(&cfg.rate, "rate", 0, "requests/s of the latency runs (default: half of each proxy's own peak)")
 	flag.DurationVar(&cfg.timeout, "timeout", 2*time.Second, "a request unanswered this long is a timeout (wrk --timeout, whole seconds; and the latency runs)")
 	flag.StringVar(&cfg.only, "only", "", "run only these paths, comma-separated: "+strings.Join(allPaths, ", ")+" (default: all)")
+	flag.BoolVar(&cfg.pin, "pin", false, "run each proxy alone on the last CPU, and wrk, the backends and this benchmark on the others")
 	flag.BoolVar(&cfg.keep, "keep", false, "keep the run's directory (configurations and logs) and print where it is")
 	flag.StringVar(&cfg.discoBin, "disco", "", "disco binary to run the router with (default: build ./cmd/disco into the run's directory)")
 	flag.StringVar(&cfg.wrkBin, "wrk", "", "wrk binary (default: wrk on PATH)")
@@ -193,6 +197,26 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		return nil
 	}
 
+	// Pinned, this process (and so wrk and the backends, which it starts)
+	// keeps off the last CPU, and each proxy runs on it alone.
+	var proxyCPU []int
+	if cfg.pin {
+		n := runtime.NumCPU()
+		load := make([]int, n-1)
+		for i := range load {
+			load[i] = i
+		}
+		if err := sysstat.Pin(os.Getpid(), load); err != nil {
+			return err
+		}
+		proxyCPU = []int{n - 1}
+		others := "CPU 0"
+		if n > 2 {
+			others = fmt.Sprintf("CPUs 0-%d", n-2)
+		}
+		e.pinned = fmt.Sprintf("each proxy on CPU %d alone; wrk, the backends and the benchmark on %s", n-1, others)
+	}
+
 	cli.Progress("backends: starting %s, %d backends in one process", e.nginx, nBackends)
 	be, err := startBackends(ctx, nginxBin, tmp, nBackends)
 	if err != nil {
@@ -227,6 +251,12 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 		default:
 			defer l.proxy.Stop()
 			l.addr = l.proxy.addr
+			if proxyCPU != nil {
+				if l.err = sysstat.Pin(l.proxy.Pid(), proxyCPU); l.err != nil {
+					cli.Progress("%s: left out: %v", l.key, l.err)
+					continue
+				}
+			}
 			cli.Progress("%s: pid %d on %s (%s)", l.key, l.proxy.Pid(), l.addr, l.proxy.note)
 		}
 		if l.err == nil {
@@ -501,6 +531,7 @@ func (m cpuMark) since(load float64) cpuSplit {
 type env struct {
 	cli.Env
 	disco, nginx, haproxy, wrk string
+	pinned                     string  // how -pin placed the processes; "" without it
 	other                      float64 // CPU seconds other processes used during the run
 	wall                       time.Duration
 }
@@ -518,5 +549,8 @@ func describe(cfg config) env {
 
 func (e env) print(w io.Writer) {
 	fmt.Fprintf(w, "\n%s\n%s\n%s, %s, %s, %s\n", e.Command, e.Machine(), e.disco, e.haproxy, e.nginx, e.wrk)
+	if e.pinned != "" {
+		fmt.Fprintf(w, "pinned: %s\n", e.pinned)
+	}
 	e.PrintBusy(w, e.wall, e.other)
 }

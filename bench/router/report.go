@@ -218,12 +218,20 @@ func printNotes(w io.Writer, legs []*leg) {
 	}
 }
 
+// pinnedNote is " Pinned: …." with -pin, "" without.
+func pinnedNote(e env) string {
+	if e.pinned == "" {
+		return ""
+	}
+	return " Pinned: " + e.pinned + "."
+}
+
 // summary prints the headline figures and the aims as markdown.
 func summary(w io.Writer, cfg config, e env, legs []*leg) {
 	fmt.Fprintf(w, "\n## Summary (markdown)\n\n")
-	fmt.Fprintf(w, "`%s` — %s; %s; %s × %d cores; %s; %s; %s; %s; %s. %d backends (one nginx process, `return 200`); every proxy with %d thread(s) (GOMAXPROCS, nbthread, worker_processes). wrk -t%d -c%d, %s per path; latency open loop over %d connections at half each proxy's own peak, %s per run; the median of %d rounds, the paths in turn.\n\n",
+	fmt.Fprintf(w, "`%s` — %s; %s; %s × %d cores; %s; %s; %s; %s; %s. %d backends (one nginx process, `return 200`); every proxy with %d thread(s) (GOMAXPROCS, nbthread, worker_processes). wrk -t%d -c%d, %s per path; latency open loop over %d connections at half each proxy's own peak, %s per run; the median of %d rounds, the paths in turn.%s\n\n",
 		e.Command, e.Date, e.Go, e.CPU, e.Cores, e.Kernel, e.disco, e.haproxy, e.nginx, e.wrk,
-		nBackends, cfg.procs, cfg.threads, cfg.connections, cfg.duration, cfg.connections, cfg.latDuration, cfg.rounds)
+		nBackends, cfg.procs, cfg.threads, cfg.connections, cfg.duration, cfg.connections, cfg.latDuration, cfg.rounds, pinnedNote(e))
 	fmt.Fprintln(w, "| path | requests/s | p50 | p99 | proxy CPU/request | latency at | p99 | added p99 |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
 	byKey := map[string]*leg{}

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // userHZ is the unit of /proc's CPU times: 100 on every Linux these run on
@@ -126,7 +128,16 @@ func FreeAddr() (string, error) {
 // descendants: a server that forks workers (nginx's master and its
 // worker_processes) is measured whole.
 func TreeCPUSeconds(pid int) float64 {
-	t := ProcCPUSeconds(pid)
+	var t float64
+	for _, p := range tree(pid) {
+		t += ProcCPUSeconds(p)
+	}
+	return t
+}
+
+// tree is pid and its live descendants.
+func tree(pid int) []int {
+	pids := []int{pid}
 	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	for _, task := range tasks {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, task.Name()))
@@ -135,11 +146,36 @@ func TreeCPUSeconds(pid int) float64 {
 		}
 		for _, c := range strings.Fields(string(b)) {
 			if child, err := strconv.Atoi(c); err == nil {
-				t += TreeCPUSeconds(child)
+				pids = append(pids, tree(child)...)
 			}
 		}
 	}
-	return t
+	return pids
+}
+
+// Pin confines every thread of pid and of its live descendants to cpus.
+// Threads and processes they start later inherit it.
+func Pin(pid int, cpus []int) error {
+	var set unix.CPUSet
+	for _, c := range cpus {
+		set.Set(c)
+	}
+	for _, p := range tree(pid) {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", p))
+		if err != nil {
+			return err
+		}
+		for _, task := range tasks {
+			tid, err := strconv.Atoi(task.Name())
+			if err != nil {
+				continue
+			}
+			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("pin thread %d of %d to CPUs %v: %w", tid, p, cpus, err)
+			}
+		}
+	}
+	return nil
 }
 
 // CPUModel is the machine's CPU as /proc/cpuinfo names it ("AMD EPYC
