@@ -314,7 +314,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 	}
 	peakRuns := map[*leg][]peakRun{}
 	for round := range cfg.rounds {
-		for _, l := range rotate(legs, round) {
+		for _, l := range cli.Round(legs, round) {
 			if l.err != nil {
 				continue
 			}
@@ -373,7 +373,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			proxies = append(proxies, l)
 		}
 		for round := range cfg.rounds {
-			for _, l := range rotate(proxies, round) {
+			for _, l := range cli.Round(proxies, round) {
 				if l.latErr != nil {
 					continue
 				}
@@ -455,16 +455,6 @@ func (l *leg) check(r *wrk.Result) error {
 		return fmt.Errorf("no request answered (errors: %s) %s", r.DescribeErrors(), r.Stderr)
 	}
 	return nil
-}
-
-// rotate is legs starting from the round-th (wrapping around), so that no
-// path always runs first, or always right after another.
-func rotate(legs []*leg, round int) []*leg {
-	if len(legs) == 0 {
-		return nil
-	}
-	i := round % len(legs)
-	return append(slices.Clone(legs[i:]), legs[:i]...)
 }
 
 // median is the middle of runs by compare (the upper one of the two

@@ -347,10 +347,7 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 			}
 		}
 		for round := range cfg.rounds {
-			// Each round starts one path further along, so that no path
-			// always follows the same one.
-			order := append(slices.Clone(paths[round%len(paths):]), paths[:round%len(paths)]...)
-			for _, p := range order {
+			for _, p := range cli.Round(paths, round) {
 				cli.Progress("%s: round %d/%d, %s, %s", t.title(), round+1, cfg.rounds, p.label, per)
 				before, err := be.counters(ctx)
 				if err != nil {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -64,6 +65,17 @@ type Env struct {
 	CPU     string // the CPU's model name
 	Cores   int
 	Kernel  string // "Linux 6.1.0-18-amd64"
+}
+
+// Round is s for round number round of interleaved rounds: starting one
+// element further along each round (wrapping around), so that no path of a
+// benchmark always runs first, or always right after the same one.
+func Round[T any](s []T, round int) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	i := round % len(s)
+	return append(slices.Clone(s[i:]), s[:i]...)
 }
 
 // NewEnv describes this run of the benchmark name ("router").
