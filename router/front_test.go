@@ -371,6 +371,47 @@ func TestFrontOneContextPerConnection(t *testing.T) {
 	}
 }
 
+// TestFrontRequestsShareNothing: the requests of a connection reuse one
+// request and header map (keptRequest), but what a handler does to one
+// does not show in the next.
+func TestFrontRequestsShareNothing(t *testing.T) {
+	type seen struct {
+		Path, Query, Value, Pattern string
+		Header                      http.Header
+		Trailer                     http.Header
+	}
+	seenc := make(chan seen, 3)
+	addr, _ := startFront(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		seenc <- seen{r.URL.Path, r.URL.RawQuery, r.PathValue("v"), r.Pattern, r.Header.Clone(), r.Trailer.Clone()}
+		r.Header.Set("Added-By-Handler", "1")
+		if a := r.Header["A"]; len(a) > 0 {
+			a[0] = "changed"
+		}
+		r.URL.Path, r.URL.RawQuery = "/changed", "changed"
+		r.SetPathValue("v", "set")
+		r.Pattern = "/changed"
+		r.Trailer = http.Header{"Set-By-Handler": {"1"}}
+		io.WriteString(w, "ok")
+	}), nil)
+	answers := converse(t, addr,
+		"POST /one?q=1 HTTP/1.1\r\nHost: x\r\nA: 1\r\nTransfer-Encoding: chunked\r\nTrailer: T\r\n\r\n1\r\nx\r\n0\r\nT: t\r\n\r\n",
+		"GET /two HTTP/1.1\r\nHost: x\r\nA: 2\r\n\r\n",
+		getClose("/three"))
+	if len(answers) != 3 {
+		t.Fatalf("%d answers, want 3", len(answers))
+	}
+	got := []seen{<-seenc, <-seenc, <-seenc}
+	want := []seen{
+		{Path: "/one", Query: "q=1", Header: http.Header{"A": {"1"}}, Trailer: http.Header{"T": {"t"}}},
+		{Path: "/two", Header: http.Header{"A": {"2"}}},
+		{Path: "/three", Header: http.Header{"Connection": {"close"}}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("what the handler saw (-want +got):\n%s", diff)
+	}
+}
+
 func TestFrontTimeouts(t *testing.T) {
 	addr, _ := startFront(t, http.HandlerFunc(frontTestHandler), func(s *http.Server) {
 		s.ReadHeaderTimeout = 100 * time.Millisecond

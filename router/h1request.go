@@ -21,17 +21,63 @@ import (
 // head is read into a buffer kept for the connection and copied out in
 // one string, of which the method, target, names and values are all
 // pieces; an origin-form target ("/path?query") fills its URL without
-// url.Parse; the request is allocated once, by WithContext. It takes the
-// requests http.ReadRequest takes and no others (but for heads over
-// maxHeadBytes), and makes of them the same request and body
-// (FuzzRequestParser holds it to that).
+// url.Parse. It takes the requests http.ReadRequest takes and no others
+// (but for heads over maxHeadBytes), and makes of them the same request
+// and body (FuzzRequestParser holds it to that).
+//
+// The request, its URL and its header map are the connection's, reused by
+// the next request (see keptRequest): nothing may keep them once the
+// handler has returned. Only the head's string is allocated per request.
 //
 // It is also the body of the request read last: nothing of a request's
 // body may be read once the next request is.
 type h1Request struct {
 	h1Lines
 	h1Body
-	req *http.Request // the request being read, for its trailer
+	req  *http.Request // the request being read, for its trailer
+	kept keptRequest
+}
+
+// keptRequest is what a connection's requests reuse, one after the other,
+// so that a request costs the collector one small allocation, not five:
+// the router answers a request before it reads the next, and net/http
+// gets a copy of the request and of its header (exchange.try).
+type keptRequest struct {
+	ctx    context.Context
+	base   *http.Request // no fields set, but its context: ctx
+	req    http.Request
+	url    url.URL
+	header http.Header
+	values []string
+}
+
+// keptFields is the most header keys a connection's reused map keeps: a
+// request with more leaves a map for the next that would be slow to walk.
+const keptFields = 64
+
+// request readies the kept request for a new one with ctx, cleared.
+func (k *keptRequest) request(ctx context.Context) *http.Request {
+	if k.base == nil || k.ctx != ctx {
+		k.ctx, k.base = ctx, new(http.Request).WithContext(ctx)
+	}
+	k.req = *k.base
+	return &k.req
+}
+
+// headerFor returns the kept header map and values, emptied, with room
+// for n fields.
+func (k *keptRequest) headerFor(n int) (http.Header, []string) {
+	h := k.header
+	if h == nil || len(h) > keptFields {
+		h = make(http.Header, n)
+		k.header = h
+	}
+	clear(h)
+	values := k.values[:0]
+	if cap(values) < n || cap(values) > 4*keptFields {
+		values = make([]string, 0, max(n, 8))
+	}
+	return h, values
 }
 
 // readRequest reads the next request from br, with ctx as its context.
@@ -43,7 +89,7 @@ func (r *h1Request) readRequest(ctx context.Context, br *bufio.Reader) (*http.Re
 		// A huge request's buffers are not kept for the connection's life.
 		head, fields = nil, nil
 	}
-	*r = h1Request{h1Lines: h1Lines{br: br, head: head, fields: fields}}
+	*r = h1Request{h1Lines: h1Lines{br: br, head: head, fields: fields}, kept: r.kept}
 	if err := r.readLine(); err != nil {
 		if err == io.ErrUnexpectedEOF && len(r.head) == 0 {
 			return nil, io.EOF
@@ -97,7 +143,8 @@ func (r *h1Request) readRequest(ctx context.Context, br *bufio.Reader) (*http.Re
 	}
 	s := string(r.head)
 	if u == nil {
-		u = &url.URL{Path: s[sp1+1 : sp1+1+pathEnd]}
+		u = &r.kept.url
+		*u = url.URL{Path: s[sp1+1 : sp1+1+pathEnd]}
 		if q := sp1 + 1 + pathEnd + 1; q < sp2 {
 			u.RawQuery = s[q:sp2]
 		}
@@ -123,8 +170,7 @@ func (r *h1Request) readRequest(ctx context.Context, br *bufio.Reader) (*http.Re
 		return nil, errors.New("too many Host headers")
 	}
 	n := len(r.fields) - hosts
-	h := make(http.Header, n)
-	values := make([]string, 0, n)
+	h, values := r.kept.headerFor(n)
 	var seen uint32
 	for _, f := range r.fields {
 		if f.kind == fieldHost {
@@ -145,25 +191,24 @@ func (r *h1Request) readRequest(ctx context.Context, br *bufio.Reader) (*http.Re
 		// key's alone.
 		h[k] = values[len(values)-1 : len(values) : len(values)]
 	}
-	req := http.Request{
-		Method:     s[:sp1],
-		URL:        u,
-		Proto:      s[sp2+1 : len(line)],
-		ProtoMajor: major,
-		ProtoMinor: minor,
-		Header:     h,
-		Body:       http.NoBody,
-		Host:       u.Host,
-		RequestURI: s[sp1+1 : sp2],
-	}
+	r.kept.values = values
+	req := r.kept.request(ctx)
+	req.Method = s[:sp1]
+	req.URL = u
+	req.Proto = s[sp2+1 : len(line)]
+	req.ProtoMajor, req.ProtoMinor = major, minor
+	req.Header = h
+	req.Body = http.NoBody
+	req.Host = u.Host
+	req.RequestURI = s[sp1+1 : sp2]
 	if req.Host == "" {
 		req.Host = host
 	}
-	if err := r.frame(&req, kinds, hosts > 0); err != nil {
+	if err := r.frame(req, kinds, hosts > 0); err != nil {
 		return nil, err
 	}
-	r.req = req.WithContext(ctx)
-	return r.req, nil
+	r.req = req
+	return req, nil
 }
 
 // frame does for req what http.ReadRequest does once the header is read

@@ -196,6 +196,13 @@ var requestSeeds = []string{
 	"POST / HTTP/1.1\r\nHost: a\r\nTrailer: X-Sum\r\nContent-Length: 1\r\n\r\na",
 	"POST / HTTP/1.1\r\nHost: a\r\nX-Long: " + strings.Repeat("l", 20000) + "\r\n\r\n",
 	"GET /" + strings.Repeat("p", 20000) + " HTTP/1.1\r\nHost: a\r\n\r\n",
+	// One connection's requests reuse the request, its URL and header
+	// map (keptRequest): nothing of one may show in the next.
+	"POST /a?q=1 HTTP/1.1\r\nHost: a\r\nA: 1\r\nA: 2\r\nB: 3\r\nTransfer-Encoding: chunked\r\nTrailer: T\r\n\r\n1\r\nx\r\n0\r\nT: t\r\n\r\n" +
+		"GET /b HTTP/1.1\r\nHost: b\r\n\r\n" +
+		"GET http://c.example/c? HTTP/1.0\r\nB: 4\r\nContent-Length: 0\r\n\r\n",
+	"GET /?q HTTP/1.1\r\nHost: a\r\n" + strings.Repeat("X-Many-1: 1\r\nX-Many-2: 2\r\nX-Many-3: 3\r\nX-Many-4: 4\r\nX-Many-5: 5\r\nX-Many-6: 6\r\nX-Many-7: 7\r\nX-Many-8: 8\r\n", 3) + "\r\n" +
+		"GET / HTTP/1.1\r\nHost: a\r\nX-Many-1: one\r\n\r\n",
 	"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + strings.Repeat("1;"+strings.Repeat("e", 100)+"\r\na\r\n", 200) + "0\r\n\r\n",
 }
 
@@ -224,6 +231,27 @@ func FuzzRequestParser(f *testing.F) {
 		}
 		compareRequests(t, data, size)
 	})
+}
+
+// TestRequestParserAllocatesTheHeadOnly: a connection's requests after
+// its first cost one allocation each, the head's string.
+func TestRequestParserAllocatesTheHeadOnly(t *testing.T) {
+	const req = "GET /api/v1/items?page=2 HTTP/1.1\r\nHost: app.example.com\r\nUser-Agent: x\r\nAccept: */*\r\nCookie: a=1\r\n\r\n"
+	data := []byte(strings.Repeat(req, 200))
+	br := bufio.NewReaderSize(bytes.NewReader(data), frontBufSize)
+	var r h1Request
+	ctx := context.Background()
+	if _, err := r.readRequest(ctx, br); err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := r.readRequest(ctx, br); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 1 {
+		t.Errorf("%.1f allocations per request, want 1 (the head's string)", allocs)
+	}
 }
 
 // BenchmarkReadRequest compares h1Request with http.ReadRequest on a

@@ -218,7 +218,15 @@ func (x *exchange) try(m *member, upgrade string) (reply, time.Time, error) {
 		return reply{h1: resp}, began, err
 	}
 	out := in.WithContext(in.Context())
-	x.fwd.addTo(out.Header) // the client's: set, so that a retry sets them again alike
+	// net/http gets its own header: the client's connection reuses the map
+	// for its next request (keptRequest), and net/http may still be
+	// writing this one's when the answer has come. Each try copies it
+	// afresh, so a retry sets the forwarded fields alike.
+	out.Header = in.Header.Clone()
+	if out.Header == nil {
+		out.Header = http.Header{}
+	}
+	x.fwd.addTo(out.Header)
 	u := url.URL{Scheme: "http", Host: m.up.addr, Path: in.URL.Path, RawPath: in.URL.RawPath, RawQuery: in.URL.RawQuery}
 	if ro.Strip != "" || ro.Prepend != "" {
 		u.Path, u.RawPath = ro.Rewrite(in.URL.Path), ""
