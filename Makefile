@@ -5,7 +5,7 @@ export GOTOOLCHAIN := local
 GO ?= go
 BIN := bin
 
-.PHONY: all build shim dev test deps check unit race e2e bench bench-go clean
+.PHONY: all build shim dev test deps check unit race e2e bench bench-go pgo clean
 
 all: build
 
@@ -66,6 +66,12 @@ bench: bench-go
 
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# cmd/disco/default.pgo is the CPU profile Go's compiler optimises disco
+# with (profile-guided optimisation: go build's -pgo=auto finds it): the
+# router under bench/router's load. Rerun after large changes to hot code.
+pgo:
+	$(GO) run ./bench/router -only discotech -rounds 1 -duration 20s -latency-duration 0 -profile cmd/disco/default.pgo
 
 clean:
 	rm -rf $(BIN)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"html/template"
 	"net/http"
+	"net/http/pprof"
 	"slices"
 	"strings"
 	"time"
@@ -16,7 +17,8 @@ import (
 
 // AdminHandler serves the admin port: the announce protocol (POST
 // /register, DELETE /register/{id}), GET /backends, GET /routes, /metrics,
-// /healthz, /readyz, and a page showing routes and backends at /.
+// /healthz, /readyz, a page showing routes and backends at /, and with
+// Config.Pprof Go's profiler at /debug/pprof/.
 func (r *Router) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /register", r.handleRegister)
@@ -44,8 +46,19 @@ func (r *Router) AdminHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /{$}", r.page)
+	endpoints := "POST /register, DELETE /register/{id}, GET /backends, /routes, /metrics, /healthz, /readyz and the page at /"
+	if r.cfg.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		endpoints += ", and Go's profiler at /debug/pprof/"
+	} else {
+		endpoints += " (Go's profiler at /debug/pprof/ with --pprof)"
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: the admin port serves POST /register, DELETE /register/{id}, GET /backends, /routes, /metrics, /healthz, /readyz and the page at /"})
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "no such endpoint: the admin port serves " + endpoints})
 	})
 	return mux
 }

@@ -84,6 +84,10 @@ type Config struct {
 	// without them it serves HTTP/1.1 and cleartext HTTP/2 (h2c).
 	TLSCert string `yaml:"tls-cert"`
 	TLSKey  string `yaml:"tls-key"`
+	// Pprof serves Go's profiler (net/http/pprof) at /debug/pprof/ on the
+	// admin port. Off by default, as Consul's enable_debug: a profile
+	// costs CPU, and the command line it shows may hold secrets.
+	Pprof bool `yaml:"pprof"`
 
 	// Logger receives the router's logs. Default slog.Default().
 	Logger *slog.Logger `yaml:"-"`

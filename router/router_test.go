@@ -817,3 +817,23 @@ func TestForwardedFields(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminPprofOnlyWhenAsked: Go's profiler is on the admin port with
+// Config.Pprof, and a 404 that says how to get it without.
+func TestAdminPprofOnlyWhenAsked(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		tr := startRouter(t, func(c *Config) { c.Pprof = on })
+		resp, err := http.Get(tr.admin + "/debug/pprof/profile?seconds=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch {
+		case on && (resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/octet-stream" || len(b) == 0):
+			t.Errorf("with Pprof: %d %s, %d bytes, want 200 and a profile", resp.StatusCode, resp.Header.Get("Content-Type"), len(b))
+		case !on && (resp.StatusCode != http.StatusNotFound || !strings.Contains(string(b), "--pprof")):
+			t.Errorf("without Pprof: %d %q, want 404 naming --pprof", resp.StatusCode, b)
+		}
+	}
+}

@@ -69,6 +69,7 @@ type config struct {
 	keep, pin                     bool
 	discoBin, wrkBin              string
 	nginxBin, haproxyBin          string
+	profile                       string
 }
 
 func (c *config) runs(path string) bool {
@@ -102,6 +103,10 @@ func (c *config) validate() error {
 		return errors.New("-rate must not be negative")
 	case c.timeout < 10*time.Millisecond:
 		return errors.New("-timeout must be at least 10ms")
+	case c.profile != "" && !c.runs(pDiscotech):
+		return errors.New("-profile profiles the Discotech path: -only must include discotech")
+	case c.profile != "" && c.duration < 3*time.Second:
+		return errors.New("-profile needs -duration of 3s or more (the profile leaves out the first and last second)")
 	}
 	return nil
 }
@@ -124,6 +129,7 @@ func main() {
 	flag.StringVar(&cfg.wrkBin, "wrk", "", "wrk binary (default: wrk on PATH)")
 	flag.StringVar(&cfg.nginxBin, "nginx", "", "nginx binary, for the backends and the nginx path (default: nginx on PATH or in /usr/sbin)")
 	flag.StringVar(&cfg.haproxyBin, "haproxy", "", "haproxy binary (default: haproxy on PATH or in /usr/sbin)")
+	flag.StringVar(&cfg.profile, "profile", "", "write a CPU profile of the router, over its first peak run but the first and last second, to this file (make pgo: cmd/disco/default.pgo)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		cli.Usage("bench/router", fmt.Errorf("unexpected arguments %q", flag.Args()))
@@ -319,10 +325,20 @@ func run(ctx context.Context, cfg config, out io.Writer) error {
 				continue
 			}
 			cli.Progress("%s: peak, wrk -t%d -c%d, %s (round %d of %d)", l.label, cfg.threads, cfg.connections, cfg.duration, round+1, cfg.rounds)
+			var profiled <-chan error
+			if cfg.profile != "" && round == 0 && l.key == pDiscotech {
+				profiled = profile(ctx, l.proxy.admin, cfg.duration, cfg.profile)
+			}
 			m := markCPU(l.proxy, be)
 			r, err := w.Run(ctx, "http://"+l.addr+"/", cfg.duration, nil)
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			if profiled != nil {
+				if err := <-profiled; err != nil {
+					return fmt.Errorf("-profile: %w", err)
+				}
+				cli.Progress("%s: CPU profile written to %s", l.label, cfg.profile)
 			}
 			var cpu cpuSplit
 			if err == nil {
@@ -440,7 +456,7 @@ func setupDiscotech(ctx context.Context, cfg config, tmp string, be []string) (*
 		return nil, fmt.Errorf("-disco: %w", err)
 	}
 	cli.Progress("discotech: starting disco router, GOMAXPROCS=%d", cfg.procs)
-	return startRouter(ctx, bin, tmp, be, cfg.procs)
+	return startRouter(ctx, bin, tmp, be, cfg.procs, cfg.profile != "")
 }
 
 // check turns a wrk run that got no answer, or a proxy that exited, into

@@ -99,8 +99,9 @@ func ready(ctx context.Context, p *peer.Process, addr, note string) (*proxy, err
 // backends.
 type proxy struct {
 	*peer.Process
-	addr string // 127.0.0.1:port it takes traffic on
-	note string // how it runs, for the report
+	addr  string // 127.0.0.1:port it takes traffic on
+	note  string // how it runs, for the report
+	admin string // the router's admin address
 }
 
 // startNginxProxy runs nginx as a reverse proxy: an upstream of the
@@ -186,8 +187,9 @@ backend backends
 // keeps no state on disk (--state-dir ""). It
 // waits until the admin port answers /healthz, announces each backend
 // (POST /register), and waits until a request through the router is
-// answered by a backend. procs is its GOMAXPROCS.
-func startRouter(ctx context.Context, bin, dir string, be []string, procs int) (*proxy, error) {
+// answered by a backend. procs is its GOMAXPROCS; pprof serves Go's
+// profiler on the admin port.
+func startRouter(ctx context.Context, bin, dir string, be []string, procs int, pprof bool) (*proxy, error) {
 	dir, addr, err := prepare(dir, "discotech")
 	if err != nil {
 		return nil, err
@@ -196,8 +198,11 @@ func startRouter(ctx context.Context, bin, dir string, be []string, procs int) (
 	if err != nil {
 		return nil, err
 	}
-	p, err := peer.StartEnv("discotech", dir, []string{"GOMAXPROCS=" + strconv.Itoa(procs)}, bin, "router",
-		"--server", "", "--listen", addr, "--admin", admin, "--access-log", "", "--state-dir", "")
+	args := []string{"router", "--server", "", "--listen", addr, "--admin", admin, "--access-log", "", "--state-dir", ""}
+	if pprof {
+		args = append(args, "--pprof")
+	}
+	p, err := peer.StartEnv("discotech", dir, []string{"GOMAXPROCS=" + strconv.Itoa(procs)}, bin, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +219,49 @@ func startRouter(ctx context.Context, bin, dir string, be []string, procs int) (
 			return fail(fmt.Errorf("discotech: announce backend %s: %w; its log ends with:\n%s", a, err, p.LogTail()))
 		}
 	}
-	return ready(ctx, p, addr, fmt.Sprintf("GOMAXPROCS=%d, backends announced on %s", procs, admin))
+	px, err := ready(ctx, p, addr, fmt.Sprintf("GOMAXPROCS=%d, backends announced on %s", procs, admin))
+	if px != nil {
+		px.admin = admin
+	}
+	return px, err
+}
+
+// profile fetches a CPU profile of the router whose admin port is admin,
+// over a run of d that starts now, leaving out its first and last second,
+// and writes it to file. The channel gets the outcome once it is written.
+func profile(ctx context.Context, admin string, d time.Duration, file string) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		select {
+		case <-ctx.Done():
+			done <- ctx.Err()
+			return
+		case <-time.After(time.Second):
+		}
+		secs := int(d/time.Second) - 2
+		url := fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, secs)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			done <- err
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		switch {
+		case err != nil:
+		case resp.StatusCode != http.StatusOK:
+			err = fmt.Errorf("GET %s: %s %s", url, resp.Status, bytes.TrimSpace(b))
+		default:
+			err = os.WriteFile(file, b, 0o644)
+		}
+		done <- err
+	}()
+	return done
 }
 
 // post sends body as JSON to url and wants 200 or 201.

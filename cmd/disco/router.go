@@ -67,4 +67,5 @@ func routerFlags(f *pflag.FlagSet, cfg *router.Config) {
 	f.DurationVar(&cfg.VitalsInterval, "vitals-interval", cfg.VitalsInterval, "how often each backend's vitals are read")
 	f.StringVar(&cfg.TLSCert, "tls-cert", cfg.TLSCert, "certificate file: serve the traffic port over TLS (with --tls-key)")
 	f.StringVar(&cfg.TLSKey, "tls-key", cfg.TLSKey, "key file for --tls-cert")
+	f.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "serve Go's profiler at /debug/pprof/ on the admin port")
 }
