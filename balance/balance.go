@@ -42,9 +42,13 @@ type Backend struct {
 const decay = 10 * time.Second
 
 // Begin records a request starting on b; call End when it finishes.
-func (b *Backend) Begin() time.Time {
+func (b *Backend) Begin() time.Time { return b.BeginAt(time.Now()) }
+
+// BeginAt is Begin for a caller that has read the clock: the request
+// begins at now, which it returns.
+func (b *Backend) BeginAt(now time.Time) time.Time {
 	b.inflight.Add(1)
-	return time.Now()
+	return now
 }
 
 // End records a request that began at start finishing now.

@@ -280,13 +280,35 @@ func TestSlowStart(t *testing.T) {
 	if w := bs[1].effective(1, at(now.Add(SlowStart/2))); w < 0.49 || w > 0.51 {
 		t.Errorf("weight half way %v, want 0.5", w)
 	}
-	if w := bs[1].effective(1, at(now.Add(SlowStart))); w != 1 {
-		t.Errorf("weight after slow start %v, want 1", w)
-	}
 	// P2C sends the newcomer less while it warms up.
 	seen := count(t, p, P2C{}, 10000)
 	if seen["b1"] > 3000 {
 		t.Errorf("a backend in slow start got %d of 10000 picks", seen["b1"])
+	}
+	if w := bs[1].effective(1, at(now.Add(SlowStart))); w != 1 {
+		t.Errorf("weight after slow start %v, want 1", w)
+	}
+	// Ramped up, it is done with the clock (its state is cleared), but it
+	// starts slowly again when it joins again or comes back from an
+	// ejection.
+	var unread int64
+	if w := bs[1].effective(1, &unread); w != 1 || unread != 0 {
+		t.Errorf("weight after slow start %v, clock read %d, want 1 and no read", w, unread)
+	}
+	later := now.Add(2 * SlowStart)
+	bs[1].Join(later)
+	if w := bs[1].effective(1, at(later)); w != 0.1 {
+		t.Errorf("weight at a second join %v, want a tenth", w)
+	}
+	bs[1].effective(1, at(later.Add(SlowStart)))
+	for range ConsecutiveFailures {
+		p.Result(bs[1], later.Add(SlowStart), false)
+	}
+	if w := bs[1].effective(1, at(later.Add(SlowStart+time.Second))); w != 0 {
+		t.Errorf("weight while ejected %v, want 0", w)
+	}
+	if w := bs[1].effective(1, at(later.Add(SlowStart+BaseEjection))); w != 0.1 {
+		t.Errorf("weight back from an ejection %v, want a tenth", w)
 	}
 }
 

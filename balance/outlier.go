@@ -153,7 +153,8 @@ func (p *Pool) SweepSuccessRate(now time.Time) []*Backend {
 // effective is b's weight w at *now: 0 while ejected, and ramped over
 // SlowStart after it joined or came back (never below a tenth, so that it
 // gets some traffic to warm up with). *now is read from the clock on first
-// need (0: not yet): a backend never ejected nor joined costs no clock read.
+// need (0: not yet): a backend never ejected nor joined, or ramped up since,
+// costs no clock read.
 func (b *Backend) effective(w float64, now *int64) float64 {
 	until, since := b.h.until.Load(), b.h.since.Load()
 	if w <= 0 {
@@ -169,6 +170,12 @@ func (b *Backend) effective(w float64, now *int64) float64 {
 		return 0
 	}
 	if since == 0 || *now-since >= int64(SlowStart) {
+		if *now >= until {
+			// Back and ramped up: later picks need not read the clock. A
+			// Join or ejection meanwhile stores after these and wins.
+			b.h.since.CompareAndSwap(since, 0)
+			b.h.until.CompareAndSwap(until, 0)
+		}
 		return w
 	}
 	f := float64(*now-since) / float64(SlowStart)

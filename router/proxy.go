@@ -43,7 +43,7 @@ func (r *Router) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	st := ro.Value.(*routeState)
 	st.active.Add(1)
-	x := exchange{r: r, st: st, w: w, req: req, start: start}
+	x := exchange{r: r, st: st, w: w, req: req, start: start, now: start}
 	x.serve()
 	st.active.Add(-1)
 }
@@ -55,6 +55,7 @@ type exchange struct {
 	w     http.ResponseWriter
 	req   *http.Request
 	start time.Time
+	now   time.Time // the clock as last read: start, then each try's end
 	body  *replayable
 	fwd   forwardedFields
 
@@ -211,7 +212,7 @@ func (x *exchange) try(m *member, upgrade string) (reply, time.Time, error) {
 		host = ro.HostHeader
 	}
 	if (ro.Proto == "http" || ro.Proto == "") && upgrade == "" {
-		began := m.b.Begin()
+		began := m.b.BeginAt(x.now)
 		o := outbound{in: in, addr: m.up.addr, uri: x.target(), host: host, length: in.ContentLength, fwd: x.fwd, began: began}
 		o.body = x.body
 		resp, err := x.r.h1.roundTrip(&o)
@@ -251,7 +252,7 @@ func (x *exchange) try(m *member, upgrade string) (reply, time.Time, error) {
 	if x.body != nil {
 		out.Body = x.body.reader()
 	}
-	began := m.b.Begin()
+	began := m.b.BeginAt(x.now)
 	resp, err := transport.RoundTrip(out)
 	return reply{resp: resp}, began, err
 }
@@ -275,6 +276,7 @@ func (x *exchange) target() string {
 func (x *exchange) judge(m *member, a reply, err error, began time.Time, statusRetried bool) (string, error) {
 	pool := x.st.pool.Load()
 	now := time.Now()
+	x.now = now
 	idempotent := isIdempotent(x.req) && !x.body.touched()
 	var retry string
 	ok := true
