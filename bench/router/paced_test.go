@@ -53,3 +53,16 @@ func TestMedianIsTheMiddleRun(t *testing.T) {
 		}
 	}
 }
+
+// TestRoundRatiosPairTheRounds: each round's ratio is of that round's
+// runs, and there is none unless both paths ran every round.
+func TestRoundRatiosPairTheRounds(t *testing.T) {
+	a := &leg{peaks: []float64{60, 50, 40}}
+	b := &leg{peaks: []float64{50, 50, 80}}
+	if diff := cmp.Diff([]float64{1.2, 1, 0.5}, roundRatios(a, b)); diff != "" {
+		t.Errorf("roundRatios (-want +got):\n%s", diff)
+	}
+	if got := roundRatios(a, &leg{peaks: []float64{50, 50}}); got != nil {
+		t.Errorf("roundRatios with a round missing: %v, want nil", got)
+	}
+}

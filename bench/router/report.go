@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"maps"
@@ -101,6 +102,21 @@ func printPeak(w io.Writer, legs []*leg) {
 	fmt.Fprintln(w, "   requests/s: higher is better; latencies (wrk's, closed loop) and CPU per request: lower is better.")
 	fmt.Fprintln(w, "   errors: connect, read, write and timeout; non-2xx: answers with a status of 400 or more.")
 	printRatios(w, legs)
+}
+
+// roundRatios is a's peak requests/s over b's in each round, when both
+// were measured in every round: the two ran minutes apart at most, on
+// much the same machine, where the medians of the rounds may come from
+// different phases of a machine whose speed drifts. nil otherwise.
+func roundRatios(a, b *leg) []float64 {
+	if len(a.peaks) != len(b.peaks) {
+		return nil
+	}
+	by := make([]float64, len(a.peaks))
+	for i := range by {
+		by[i] = a.peaks[i] / b.peaks[i]
+	}
+	return by
 }
 
 // printRatios prints every proxy's requests/s over every other's.
@@ -271,7 +287,16 @@ func summary(w io.Writer, cfg config, e env, legs []*leg) {
 			fmt.Fprintf(w, "| %s | %s (with errors: does not count) | **no** |\n", name, figure.Ratio(d.peak.Rate()/o.peak.Rate()))
 		default:
 			r := d.peak.Rate() / o.peak.Rate()
-			fmt.Fprintf(w, "| %s | %s (%s/s vs %s/s) | %s |\n", name, figure.Ratio(r), figure.Thousands(d.peak.Rate()), figure.Thousands(o.peak.Rate()), met(r >= aim))
+			fig := fmt.Sprintf("%s (%s/s vs %s/s)", figure.Ratio(r), figure.Thousands(d.peak.Rate()), figure.Thousands(o.peak.Rate()))
+			if by := roundRatios(d, o); len(by) > 1 {
+				r = median(by, cmp.Compare[float64])
+				parts := make([]string, len(by))
+				for i, x := range by {
+					parts[i] = figure.Ratio(x)
+				}
+				fig = fmt.Sprintf("%s, the median of the rounds' ratios (%s); of the medians %s", figure.Ratio(r), strings.Join(parts, " · "), fig)
+			}
+			fmt.Fprintf(w, "| %s | %s | %s |\n", name, fig, met(r >= aim))
 		}
 	}
 	vs("Discotech ≥ nginx's requests/s", pNginx, aimVsNginx)
