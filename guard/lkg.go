@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/discotech/disco/catalog"
+	"github.com/discotech/disco/internal/atomicfile"
 )
 
 // lkgFile is the last-known-good state's name in the state dir.
@@ -25,43 +26,15 @@ type lkgState struct {
 	Services map[string][]*catalog.Instance `json:"services"`
 }
 
-// saveLKG writes t to dir atomically: a temporary file, fsynced, renamed
-// over the old one, and the directory fsynced, so a crash at any point
-// leaves either the old state or the new one, whole.
+// saveLKG writes t to dir atomically (atomicfile), so a crash at any
+// point leaves either the old state or the new one, whole.
 func saveLKG(dir string, t *Table, now time.Time) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("guard: %w", err)
-	}
 	b, err := json.Marshal(lkgState{Version: lkgVersion, SavedAt: now.UTC(), Services: t.Services})
 	if err != nil {
 		return fmt.Errorf("guard: encoding the state: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, lkgFile+".tmp-*")
-	if err != nil {
+	if err := atomicfile.Write(dir, lkgFile, b); err != nil {
 		return fmt.Errorf("guard: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename, a no-op
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("guard: writing %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("guard: fsync %s: %w", tmp.Name(), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("guard: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, lkgFile)); err != nil {
-		return fmt.Errorf("guard: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("guard: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("guard: fsync %s: %w", dir, err)
 	}
 	return nil
 }

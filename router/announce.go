@@ -1,14 +1,21 @@
 package router
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/discotech/disco/catalog"
+	"github.com/discotech/disco/internal/atomicfile"
 	"github.com/discotech/disco/internal/httpjson"
 	"github.com/discotech/disco/source"
 )
@@ -101,6 +108,7 @@ func (r *Router) handleRegister(w http.ResponseWriter, req *http.Request) {
 	r.announced[a.ID] = &announcement{Announcement: a, instance: in, at: time.Now()}
 	r.applyAnnounced(in.Service)
 	r.mu.Unlock()
+	r.saveAnnounced()
 	status := http.StatusCreated
 	if prev != nil {
 		status = http.StatusOK
@@ -122,8 +130,103 @@ func (r *Router) handleDeregister(w http.ResponseWriter, req *http.Request) {
 	delete(r.announced, id)
 	r.applyAnnounced(a.instance.Service)
 	r.mu.Unlock()
+	r.saveAnnounced()
 	r.log.Info("router: backend withdrawn", "id", id, "service", a.instance.Service)
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// The announced backends are kept in the state dir, so that a restarted
+// router serves them at once rather than waiting for each to announce
+// itself again (as Consul's agent keeps the services registered with it).
+const (
+	announcedFile    = "announced.json"
+	announcedVersion = 1
+)
+
+// announcedState is announcedFile's content.
+type announcedState struct {
+	Version  int            `json:"version"`
+	Backends []Announcement `json:"backends"`
+}
+
+// saveAnnounced writes the announced backends to the state dir, if there
+// is one. A failure is logged and counted; the announcements stand.
+func (r *Router) saveAnnounced() {
+	if r.cfg.StateDir == "" {
+		return
+	}
+	// The latest state, written in turn: a later write never loses to an
+	// earlier one.
+	r.saving.Lock()
+	defer r.saving.Unlock()
+	r.mu.Lock()
+	st := announcedState{Version: announcedVersion, Backends: make([]Announcement, 0, len(r.announced))}
+	for _, a := range r.announced {
+		st.Backends = append(st.Backends, a.Announcement)
+	}
+	r.mu.Unlock()
+	slices.SortFunc(st.Backends, func(a, b Announcement) int { return strings.Compare(a.ID, b.ID) })
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err == nil {
+		err = atomicfile.Write(r.cfg.StateDir, announcedFile, b)
+	}
+	if err != nil {
+		r.m.announceState.WithLabelValues("save").Inc()
+		r.log.Error("router: cannot save the announced backends; they are served, but a restart would forget them", "dir", r.cfg.StateDir, "err", err)
+	}
+}
+
+// loadAnnounced serves the backends announced before a restart, from the
+// state dir. A file it cannot use is moved aside (announced.json.bad) and
+// logged, and the router starts without them; an announcement that no
+// longer passes the checks is skipped and logged.
+func (r *Router) loadAnnounced() {
+	if r.cfg.StateDir == "" {
+		return
+	}
+	path := filepath.Join(r.cfg.StateDir, announcedFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return
+	}
+	var st announcedState
+	switch {
+	case err != nil:
+	case json.Unmarshal(b, &st) != nil:
+		err = fmt.Errorf("%s is not the JSON of announced backends", path)
+	case st.Version != announcedVersion:
+		err = fmt.Errorf("%s: format version %d, want %d", path, st.Version, announcedVersion)
+	}
+	if err != nil {
+		r.m.announceState.WithLabelValues("load").Inc()
+		if rerr := os.Rename(path, path+".bad"); rerr == nil {
+			err = fmt.Errorf("%w (moved to %s.bad)", err, path)
+		}
+		r.log.Error("router: cannot load the announced backends; starting without them", "err", err)
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	services := map[string]bool{}
+	for _, a := range st.Backends {
+		in, err := a.instance()
+		if err != nil || r.announced[a.ID] != nil {
+			if err == nil {
+				err = errors.New("announced twice")
+			}
+			r.m.announceState.WithLabelValues("load").Inc()
+			r.log.Warn("router: skipped a saved announcement", "id", a.ID, "err", err)
+			continue
+		}
+		r.announced[a.ID] = &announcement{Announcement: a, instance: in, at: time.Now()}
+		services[in.Service] = true
+	}
+	for svc := range services {
+		r.applyAnnounced(svc)
+	}
+	if len(r.announced) > 0 {
+		r.log.Info("router: backends announced before the restart restored", "backends", len(r.announced), "from", path)
+	}
 }
 
 // applyAnnounced rebuilds a service's routes after its announced backends

@@ -26,6 +26,7 @@ type metrics struct {
 	routeErrors    prometheus.Counter
 	routes         prometheus.Gauge
 	announceReject *prometheus.CounterVec // reason
+	announceState  *prometheus.CounterVec // op: save, load
 }
 
 type routeMetrics struct {
@@ -60,6 +61,7 @@ func newMetrics(reg prometheus.Registerer, r *Router) *metrics {
 		tcpConns:       f("tcp_connections_total", "Connections proxied on TCP routes.", "route", "backend"),
 		tcpBytes:       f("tcp_bytes_total", "Bytes proxied on TCP routes, by direction (in: from clients, out: to clients).", "route", "direction"),
 		announceReject: f("announce_rejected_total", "Announcements refused, by reason.", "reason"),
+		announceState:  f("announce_state_errors_total", "Failures to save the announced backends to the state dir, or to load them from it, by op (save, load).", "op"),
 		unrouted:       one("unrouted_total", "Requests that matched no route (404)."),
 		upgrades:       one("upgrades_total", "Protocol upgrades (WebSocket) passed through."),
 		routeErrors:    one("route_errors_total", "Route tags and overrides skipped as malformed or conflicting."),

@@ -48,8 +48,8 @@ type Config struct {
 	// Admin is the address of the announce protocol, GET /backends,
 	// /routes, /metrics and the UI.
 	Admin string `yaml:"admin"`
-	// StateDir holds the last-known-good state of the sources; empty keeps
-	// none.
+	// StateDir holds the last-known-good state of the sources and the
+	// backends announced on the admin port; empty keeps none.
 	StateDir string `yaml:"state-dir"`
 	// HoldWindow is the guard's: how long a removal of more than half of a
 	// service's backends must be seen before it applies.
@@ -157,8 +157,10 @@ type Router struct {
 	services  map[string]serviceInput // what each service was last built from
 	upstreams map[string]*upstream
 	announced map[string]*announcement
-	tcp       map[int]*tcpListener
-	ready     bool // the first table is applied: later backends slow-start
+	// saving orders the writes of the announced backends to the state dir.
+	saving sync.Mutex
+	tcp    map[int]*tcpListener
+	ready  bool // the first table is applied: later backends slow-start
 
 	poller    *balance.Poller
 	h1        *h1Pool         // plain HTTP/1.1 to backends
@@ -212,6 +214,7 @@ func New(cfg Config) (*Router, error) {
 		}
 		r.guard, r.sources = g, srcs
 	}
+	r.loadAnnounced()
 	if cfg.AccessLog != "" {
 		a, err := openAccessLog(cfg.AccessLog)
 		if err != nil {

@@ -585,19 +585,14 @@ func TestAccessLogAndMetrics(t *testing.T) {
 			t.Errorf("access log line %q lacks %q", line, want)
 		}
 	}
-	resp, err = http.Get(tr.admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	b := tr.metricsText(t)
 	for _, want := range []string{
 		`disco_router_requests_total{code="2xx",route="/"} 1`,
 		`disco_router_backend_requests_total{backend="` + a.addr() + `",outcome="ok",route="/"} 1`,
 		`disco_router_backend_in_flight{backend="` + a.addr() + `",service="announced"} 0`,
 		`disco_router_routes 1`,
 	} {
-		if !strings.Contains(string(b), want) {
+		if !strings.Contains(b, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
@@ -617,9 +612,9 @@ func TestAccessLogAndMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ = io.ReadAll(resp.Body)
+	page, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(b), a.addr()) {
+	if !strings.Contains(string(page), a.addr()) {
 		t.Errorf("the page does not show the backend")
 	}
 }
@@ -835,5 +830,102 @@ func TestAdminPprofOnlyWhenAsked(t *testing.T) {
 		case !on && (resp.StatusCode != http.StatusNotFound || !strings.Contains(string(b), "--pprof")):
 			t.Errorf("without Pprof: %d %q, want 404 naming --pprof", resp.StatusCode, b)
 		}
+	}
+}
+
+// metricsText is the admin port's /metrics.
+func (tr *testRouter) metricsText(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get(tr.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// TestAnnouncedBackendsSurviveARestart: a router with a state dir keeps
+// what was announced (and not what was withdrawn) for the next one.
+func TestAnnouncedBackendsSurviveARestart(t *testing.T) {
+	dir := t.TempDir()
+	withDir := func(c *Config) { c.StateDir = dir }
+	a, b := newBackend(t, "a"), newBackend(t, "b")
+	first := startRouter(t, withDir)
+	first.mustAnnounce(t, "a", a.addr(), `,"tags":["urlprefix-/a"],"weight":50`)
+	first.mustAnnounce(t, "b", b.addr(), "")
+	req, _ := http.NewRequest(http.MethodDelete, first.admin+"/register/b", nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE b: %v %v", resp, err)
+	}
+	if err := first.shutdown(); err != nil {
+		t.Fatal(err)
+	}
+
+	second := startRouter(t, withDir)
+	if code, body, _ := second.get(t, "/a/x"); code != http.StatusOK || !strings.HasPrefix(body, "a GET /a/x") {
+		t.Errorf("GET /a/x after the restart: %d %q, want a's answer", code, body)
+	}
+	if code, _, _ := second.get(t, "/elsewhere"); code != http.StatusNotFound {
+		t.Errorf("GET /elsewhere after the restart: %d, want 404: b was withdrawn", code)
+	}
+	bs := second.Backends()
+	if len(bs) != 1 || bs[0].ID != "a" || bs[0].Source != "announce" {
+		t.Errorf("backends after the restart: %+v, want a alone, announced", bs)
+	}
+	// It can still be withdrawn, and that too is kept.
+	req, _ = http.NewRequest(http.MethodDelete, second.admin+"/register/a", nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE a after the restart: %v %v", resp, err)
+	}
+	second.shutdown()
+	third := startRouter(t, withDir)
+	if bs := third.Backends(); len(bs) != 0 {
+		t.Errorf("backends after a withdrawal and a restart: %+v, want none", bs)
+	}
+}
+
+// TestAnnouncedStateThatCannotBeUsed: a damaged file is moved aside and
+// the router starts without it; a state dir that cannot be written costs
+// nothing but a log line and a count.
+func TestAnnouncedStateThatCannotBeUsed(t *testing.T) {
+	dir := t.TempDir()
+	a := newBackend(t, "a")
+	for _, bad := range []string{`{"version":1,"backends":[{"id":"a","addr`, `{"version":9,"backends":[]}`} {
+		if err := os.WriteFile(filepath.Join(dir, announcedFile), []byte(bad), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tr := startRouter(t, func(c *Config) { c.StateDir = dir })
+		if bs := tr.Backends(); len(bs) != 0 {
+			t.Errorf("backends from %q: %+v, want none", bad, bs)
+		}
+		if kept, err := os.ReadFile(filepath.Join(dir, announcedFile+".bad")); err != nil || string(kept) != bad {
+			t.Errorf("the damaged file was not moved aside whole: %q, %v", kept, err)
+		}
+		if m := tr.metricsText(t); !strings.Contains(m, `disco_router_announce_state_errors_total{op="load"} 1`) {
+			t.Errorf("no load error counted in:\n%s", m)
+		}
+		// The router works, and saves afresh.
+		tr.mustAnnounce(t, "a", a.addr(), "")
+		if code, _, _ := tr.get(t, "/"); code != http.StatusOK {
+			t.Errorf("GET / after announcing: %d", code)
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, announcedFile)); err != nil || !strings.Contains(string(b), a.addr()) {
+			t.Errorf("saved state %q, %v: want a in it", b, err)
+		}
+		tr.shutdown()
+	}
+
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tr := startRouter(t, func(c *Config) { c.StateDir = filepath.Join(file, "state") })
+	tr.mustAnnounce(t, "a", a.addr(), "")
+	if code, _, _ := tr.get(t, "/"); code != http.StatusOK {
+		t.Errorf("GET / with an unwritable state dir: %d, want the announced backend's answer", code)
+	}
+	if m := tr.metricsText(t); !strings.Contains(m, `disco_router_announce_state_errors_total{op="save"} 1`) {
+		t.Errorf("no save error counted")
 	}
 }

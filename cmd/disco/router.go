@@ -49,7 +49,7 @@ Overrides (--routes or the config file's routes:), Fabio's route language:
 	f.StringArrayVar(&cfg.Sources, "source", cfg.Sources, "another source of truth, in disco agent's spec syntax (repeatable)")
 	f.StringVar(&cfg.Listen, "listen", cfg.Listen, "the traffic address (HTTP/1.1 and h2c); TCP routes listen on its host")
 	f.StringVar(&cfg.Admin, "admin", cfg.Admin, "the admin address: announce protocol, /backends, /routes, metrics, page")
-	f.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "directory for the sources' last-known-good state (empty: none)")
+	f.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "directory for the sources' last-known-good state and the announced backends (empty: none)")
 	f.StringVar(&cfg.AccessLog, "access-log", cfg.AccessLog, `access log: a file, "-" for standard output, "" for none`)
 	routerFlags(f, &cfg)
 	return cmd
