@@ -107,7 +107,9 @@ type proxy struct {
 // startNginxProxy runs nginx as a reverse proxy: an upstream of the
 // backends (round robin, nginx's default) with idle keep-alive
 // connections to them, HTTP/1.1 to the backends and the client's
-// Connection header dropped, so that those connections are reused.
+// Connection header dropped, so that those connections are reused. It
+// adds the X-Forwarded-For, -Proto and -Host fields Discotech adds, so
+// that every proxy does the same work.
 // workers is worker_processes; with more than one, nginx runs its master,
 // whose workers' CPU time counts as nginx's.
 func startNginxProxy(ctx context.Context, bin, dir string, be []string, workers int) (*proxy, error) {
@@ -130,6 +132,10 @@ func startNginxProxy(ctx context.Context, bin, dir string, be []string, workers 
             proxy_pass http://backends;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $http_host;
         }
     }
 `, servers.String(), addr))
@@ -141,7 +147,9 @@ func startNginxProxy(ctx context.Context, bin, dir string, be []string, workers 
 
 // startHaproxy runs haproxy in the foreground in HTTP mode: round robin
 // over the backends, keep-alive on both sides, idle server connections
-// shared by every client (http-reuse always), nbthread threads.
+// shared by every client (http-reuse always), nbthread threads. Like
+// Discotech it adds X-Forwarded-For, and X-Forwarded-Proto and -Host
+// unless the client sent its own.
 func startHaproxy(ctx context.Context, bin, dir string, be []string, threads int) (*proxy, error) {
 	dir, addr, err := prepare(dir, "haproxy")
 	if err != nil {
@@ -165,6 +173,9 @@ defaults
 
 frontend in
     bind %[2]s
+    option forwardfor
+    http-request set-header X-Forwarded-Proto http if !{ req.hdr(x-forwarded-proto) -m found }
+    http-request set-header X-Forwarded-Host %%[req.hdr(host)] if !{ req.hdr(x-forwarded-host) -m found }
     default_backend backends
 
 backend backends
